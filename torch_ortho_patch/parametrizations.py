@@ -79,12 +79,14 @@ def _check_blocks(blocks, shape):
 
 def _split_blocks(X, blocks):
     # (..., blocks * n, k) -> (..., blocks, n, k). See Note [Row blocks].
-    return X if blocks is None else X.unflatten(-2, (blocks, -1))
+    # One block is the tensor itself: no extra batch dimension, so blocks=1 gives
+    # upstream's shapes and values exactly.
+    return X if blocks is None or blocks == 1 else X.unflatten(-2, (blocks, -1))
 
 
 def _merge_blocks(Q, blocks):
     # Inverse of _split_blocks.
-    return Q if blocks is None else Q.flatten(-3, -2)
+    return Q if blocks is None or blocks == 1 else Q.flatten(-3, -2)
 
 
 # Note [Row blocks]
@@ -502,9 +504,13 @@ class _Orthogonal(Module):
 
         if n == k:
             # Keep the blocks that are orthogonal already, orthogonalize the rest.
+            # Both shortcuts keep the memory layout upstream gives the base, so
+            # that B @ Q rounds the same way.
             keep = _orthogonal_mask(Q)
             if bool(keep.all()):
                 Q = Q.clone()
+            elif not bool(keep.any()):
+                Q = _make_orthogonal(Q)
             else:
                 Q = torch.where(keep[..., None, None], Q, _make_orthogonal(Q))
         else:

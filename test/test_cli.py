@@ -1,0 +1,187 @@
+# Owner(s): ["module: nn"]
+import contextlib
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import types
+from pathlib import Path
+from unittest import mock
+
+from torch.testing._internal.common_utils import run_tests, TestCase
+
+import torch_ortho_patch
+from torch_ortho_patch.__main__ import main
+from torch_ortho_patch._upstream import build_diff
+
+
+REPO = Path(__file__).absolute().parent.parent
+
+# A user script that does not know about torch_ortho_patch.
+SCRIPT = """\
+import sys
+
+import torch
+import torch.nn as nn
+import torch.nn.utils.parametrizations as P
+
+gru = P.orthogonal(nn.GRU(4, 4), "weight_hh_l0", blocks=3)
+W = gru.weight_hh_l0.detach().unflatten(0, (3, 4))
+error = (W.mT @ W - torch.eye(4)).abs().max().item()
+print("name", __name__)
+print("argv", sys.argv[1:])
+print("path0", sys.path[0])
+print("ok", error < 1e-4)
+if len(sys.argv) > 1 and sys.argv[1].isdigit():
+    sys.exit(int(sys.argv[1]))
+"""
+
+
+def python(*args, cwd=REPO):
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONWARNINGS="ignore")
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True
+    )
+
+
+def fields(stdout):
+    return dict(line.split(" ", 1) for line in stdout.splitlines() if " " in line)
+
+
+class TestCLI(TestCase):
+    def setUp(self):
+        super().setUp()
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.tmp = Path(os.path.realpath(tmp.name))
+        (self.tmp / "user_script.py").write_text(SCRIPT)
+        self.addCleanup(torch_ortho_patch.uninstall)
+
+    def test_check_is_the_default(self):
+        result = python("-m", "torch_ortho_patch")
+        self.assertEqual(result.returncode, 0, msg=result.stdout + result.stderr)
+        out = result.stdout
+        self.assertIn("patch applies to this torch: yes\n", out)
+        self.assertIn("installed: no\n", out)
+        for row in ("GRU weight_hh_l0", "LSTM weight_hh_l0", "householder", "cayley"):
+            self.assertRegex(out, rf"\n{row}.* ok\n")
+        self.assertNotIn("FAIL", out)
+        self.assertNotIn("oneMKL", out)  # LAPACK's own messages are kept out
+        self.assertTrue(out.endswith("OK: all of our errors within tolerance\n"))
+
+    def test_run_script(self):
+        script = self.tmp / "user_script.py"
+        result = python(
+            "-m", "torch_ortho_patch", "run", str(script), "3", "--flag", "-m"
+        )
+        self.assertEqual(result.returncode, 3, msg=result.stderr)
+        out = fields(result.stdout)
+        self.assertEqual(out["name"], "__main__")
+        self.assertEqual(out["argv"], "['3', '--flag', '-m']")
+        self.assertEqual(out["path0"], str(self.tmp))
+        self.assertEqual(out["ok"], "True")
+
+    def test_run_script_exit_zero(self):
+        script = self.tmp / "user_script.py"
+        result = python("-m", "torch_ortho_patch", "run", str(script))
+        self.assertEqual(result.returncode, 0, msg=result.stderr)
+        self.assertEqual(fields(result.stdout)["ok"], "True")
+
+    def test_run_module(self):
+        args = ["-m", "torch_ortho_patch", "run", "-m", "user_script", "7", "x"]
+        result = python(*args, cwd=self.tmp)
+        self.assertEqual(result.returncode, 7, msg=result.stderr)
+        out = fields(result.stdout)
+        self.assertEqual(out["name"], "__main__")
+        self.assertEqual(out["argv"], "['7', 'x']")
+        self.assertEqual(out["path0"], str(self.tmp))
+        self.assertEqual(out["ok"], "True")
+
+    def test_run_script_that_raises(self):
+        (self.tmp / "bad.py").write_text("raise KeyError('nope')\n")
+        result = python("-m", "torch_ortho_patch", "run", str(self.tmp / "bad.py"))
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("KeyError: 'nope'", result.stderr)
+
+    def test_run_in_process(self):
+        # run installs for the script only and restores sys.argv and sys.path.
+        (self.tmp / "probe.py").write_text(
+            "import sys, torch_ortho_patch\n"
+            "installed = torch_ortho_patch.is_installed()\n"
+            "sys.modules['__probe__'] = (installed, sys.argv[:])\n"
+            "sys.exit(sys.argv[1])\n"
+        )
+        argv, path = sys.argv[:], sys.path[:]
+        try:
+            with self.assertRaises(SystemExit) as cm:
+                main(["run", str(self.tmp / "probe.py"), "bye"])
+            self.assertEqual(cm.exception.code, "bye")
+            expected = (True, [str(self.tmp / "probe.py"), "bye"])
+            self.assertEqual(sys.modules["__probe__"], expected)
+        finally:
+            sys.modules.pop("__probe__", None)
+        self.assertFalse(torch_ortho_patch.is_installed())
+        self.assertEqual(sys.argv, argv)
+        self.assertEqual(sys.path, path)
+
+    def test_run_errors(self):
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            code = main(["run", str(self.tmp / "missing.py")])
+        self.assertEqual(code, 2)
+        self.assertExpectedInline(
+            stderr.getvalue().replace(str(self.tmp), "<tmp>"),
+            """python -m torch_ortho_patch run: can't open file '<tmp>/missing.py': [Errno 2] No such file or directory\n""",  # noqa: B950
+        )
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr), self.assertRaises(SystemExit) as cm:
+            main(["run"])
+        self.assertEqual(cm.exception.code, 2)
+        self.assertExpectedInline(
+            stderr.getvalue(),
+            """\
+usage: python -m torch_ortho_patch run [-h] (SCRIPT | -m MODULE) [ARGS ...]
+python -m torch_ortho_patch run: error: expected either SCRIPT or -m MODULE
+""",
+        )
+
+    def test_help(self):
+        for command in ([], ["check"], ["run"], ["diff"]):
+            stdout = io.StringIO()
+            with contextlib.redirect_stdout(stdout):
+                with self.assertRaises(SystemExit) as cm:
+                    main([*command, "--help"])
+            self.assertEqual(cm.exception.code, 0)
+            self.assertTrue(
+                stdout.getvalue().startswith(
+                    f"usage: python -m torch_ortho_patch {' '.join(command)}".rstrip()
+                )
+            )
+        stdout = io.StringIO()
+        with contextlib.redirect_stdout(stdout), self.assertRaises(SystemExit):
+            main(["run", "--help"])
+        self.assertExpectedInline(
+            stdout.getvalue().splitlines()[0],
+            """usage: python -m torch_ortho_patch run [-h] (SCRIPT | -m MODULE) [ARGS ...]""",  # noqa: B950
+        )
+
+    def test_diff(self):
+        result = python("-m", "torch_ortho_patch", "diff")
+        self.assertEqual(result.returncode, 0, msg=result.stderr)
+        self.assertEqual(result.stdout, build_diff())
+        result = python("-m", "torch_ortho_patch", "diff", "--torch-src", str(self.tmp))
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("diff: error: Expected a PyTorch source tree", result.stderr)
+
+    def test_bench_delegates(self):
+        calls = []
+        fake = types.ModuleType("torch_ortho_patch._bench")
+        fake.main = lambda argv: calls.append(argv) or 3
+        with mock.patch.dict(sys.modules, {"torch_ortho_patch._bench": fake}):
+            self.assertEqual(main(["bench", "--quick", "--help"]), 3)
+        self.assertEqual(calls, [["--quick", "--help"]])
+
+
+if __name__ == "__main__":
+    run_tests()

@@ -1,0 +1,291 @@
+# mypy: allow-untyped-defs
+r"""Patch the block-aware :func:`orthogonal` into the installed PyTorch and back out.
+
+Importing :mod:`torch_ortho_patch` changes nothing. :func:`install` is the only
+function here that touches torch, and :func:`uninstall` undoes exactly what it did.
+"""
+
+import contextlib
+import inspect
+import re
+import threading
+import warnings
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import torch
+
+
+__all__ = ["install", "uninstall", "installed", "is_installed"]
+
+# The oldest PyTorch that install() accepts. It is the only place that says so.
+_MIN_TORCH_VERSION = (2, 1)
+
+# The public names that install() adds to torch.nn.utils.parametrizations,
+# next to the orthogonal that it replaces.
+_NEW_NAMES = ("orthogonal_map", "matrix_exp_map", "cayley_map", "householder_map")
+
+# Note [What install() patches]
+# install() sets exactly these attributes, in this order, and uninstall() restores
+# them in reverse order:
+#   1. torch.nn.utils.parametrizations.orthogonal   -> torch_ortho_patch's orthogonal
+#   2. torch.nn.utils.parametrizations.<map>        -> the four public maps (new names)
+#   3. torch.nn.utils.parametrizations.__all__      -> a new list with the new names
+#   4. torch.nn.modules.rnn.RNNBase._init_flat_weights and ._update_flat_weights
+#      -> see Note [RNN weights read once per forward]
+# The replacement is our orthogonal function object itself, not a functools.wraps
+# wrapper, so inspect.signature() shows `blocks` and help() shows our docstring.
+#
+# The private _Orthogonal and _OrthMaps of torch are deliberately left alone.
+# Parametrizations created while installed are instances of
+# torch_ortho_patch.parametrizations._Orthogonal. Replacing torch's names as well
+# would not make isinstance checks consistent (parametrizations created before
+# install() would stop matching torch.nn.utils.parametrizations._Orthogonal
+# instead), and it would break pickling of those older objects: pickle finds a
+# class through its module path and refuses when that path leads to another
+# object ("it's not the same object as ..._Orthogonal"). Keeping our classes
+# under our own module path also means that a parametrization pickled with
+# blocks=k cannot load silently as torch's class, which would ignore the blocks;
+# it needs torch_ortho_patch importable instead. (torch refuses to pickle a
+# parametrized module whole anyway; state dicts hold only tensors.)
+
+
+class _Patch(NamedTuple):
+    target: Any  # a module or a class
+    name: str
+    old: Any  # _MISSING when the attribute did not exist
+    new: Any
+
+
+_MISSING = object()
+_lock = threading.RLock()
+# The patches applied by the current install(), in order; None when not installed.
+_active: list[_Patch] | None = None
+# What each attribute held before the first install(), as a fallback so that we
+# never record one of our own objects as "the original".
+_true_originals: dict[tuple[Any, str], Any] = {}
+
+
+def _qualname(target: Any, name: str) -> str:
+    prefix = getattr(target, "__module__", None)
+    if inspect.ismodule(target) or prefix is None:
+        return f"{target.__name__}.{name}"
+    return f"{prefix}.{target.__qualname__}.{name}"
+
+
+def _parse_version(version: str) -> tuple[int, int]:
+    match = re.match(r"(\d+)\.(\d+)", str(version))
+    if match is None:
+        raise RuntimeError(f"Expected a version like '2.1.0'. Got {version!r}.")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _check_torch_version() -> None:
+    if _parse_version(torch.__version__) < _MIN_TORCH_VERSION:
+        floor = ".".join(map(str, _MIN_TORCH_VERSION))
+        raise RuntimeError(
+            "torch_ortho_patch.install() does not support this PyTorch. "
+            f"Expected torch >= {floor}. Got {torch.__version__}."
+        )
+
+
+def _takes_blocks(fn: Any) -> bool:
+    try:
+        return "blocks" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _torch_orthogonal() -> Any:
+    r"""Return torch's own ``orthogonal``, also while the patch is installed."""
+    import torch.nn.utils.parametrizations as P
+
+    with _lock:
+        if _active is not None and _active[0].old is not _MISSING:
+            return _active[0].old
+        return P.orthogonal
+
+
+def _torch_has_blocks() -> bool:
+    r"""Return whether torch's own ``orthogonal`` already accepts ``blocks``."""
+    return _takes_blocks(_torch_orthogonal())
+
+
+def _rnn_fix_applies(RNNBase: type) -> bool:
+    # The fix replaces the two methods that forward() goes through. Skip it where
+    # RNNBase is laid out differently, or where _init_flat_weights already takes the
+    # list of weights (a PyTorch that has the fix).
+    needed = ("_init_flat_weights", "_update_flat_weights", "_weights_have_changed")
+    if not all(name in vars(RNNBase) for name in needed):
+        return False
+    params = inspect.signature(vars(RNNBase)["_init_flat_weights"]).parameters
+    return list(params) == ["self"]
+
+
+def _plan() -> list[tuple[Any, str, Any]]:
+    import torch.nn.utils.parametrizations as P
+    from torch.nn.modules.rnn import RNNBase
+
+    from . import _rnn, parametrizations as ours
+
+    plan: list[tuple[Any, str, Any]] = [(P, "orthogonal", ours.orthogonal)]
+    plan += [(P, name, getattr(ours, name)) for name in _NEW_NAMES]
+    old_all = list(getattr(P, "__all__", []))
+    plan.append((P, "__all__", old_all + [n for n in _NEW_NAMES if n not in old_all]))
+    if _rnn_fix_applies(RNNBase):
+        plan.append((RNNBase, "_init_flat_weights", _rnn._init_flat_weights))
+        plan.append((RNNBase, "_update_flat_weights", _rnn._update_flat_weights))
+    return plan
+
+
+def _restore(patches: list[_Patch]) -> None:
+    for patch in reversed(patches):
+        current = vars(patch.target).get(patch.name, _MISSING)
+        if current is not patch.new:
+            warnings.warn(
+                f"{_qualname(patch.target, patch.name)} was replaced by "
+                f"{current!r} after torch_ortho_patch.install(), so uninstall() "
+                "leaves it in place instead of restoring the original. Restore it "
+                "yourself, or uninstall() before replacing it, to silence this "
+                "warning.",
+                UserWarning,
+                stacklevel=3,
+            )
+            continue
+        if patch.old is _MISSING:
+            delattr(patch.target, patch.name)
+        else:
+            setattr(patch.target, patch.name, patch.old)
+
+
+def install() -> None:
+    r"""Patch the block-aware orthogonal parametrization into the installed PyTorch.
+
+    After this call, :func:`torch.nn.utils.parametrizations.orthogonal` is
+    :func:`torch_ortho_patch.orthogonal`, which takes the keyword-only argument
+    ``blocks``, and :mod:`torch.nn.utils.parametrizations` also offers
+    :func:`~torch_ortho_patch.orthogonal_map`,
+    :func:`~torch_ortho_patch.matrix_exp_map`,
+    :func:`~torch_ortho_patch.cayley_map` and
+    :func:`~torch_ortho_patch.householder_map` (they are added to its ``__all__``).
+    It also makes :class:`torch.nn.RNN`, :class:`torch.nn.LSTM` and
+    :class:`torch.nn.GRU` read each weight once per forward, so that a parametrized
+    RNN weight is computed once per call rather than four times.
+
+    Calling it again does nothing. It is safe to call from several threads.
+
+    .. note::
+        This is a monkeypatch: it rebinds module attributes. A name bound before
+        :func:`install` with ``from torch.nn.utils.parametrizations import orthogonal``
+        still refers to torch's original function. Look the function up through the
+        module (``torch.nn.utils.parametrizations.orthogonal``) or import it after
+        :func:`install`.
+
+    .. note::
+        Save parametrized models through ``model.state_dict()``: PyTorch refuses
+        to pickle a parametrized module whole. A state dict holds only tensors, so
+        :func:`torch.load` reads it with or without :mod:`torch_ortho_patch`
+        (``weights_only=True`` included); load it into a model parametrized the
+        same way, with the same ``blocks``. A parametrization pickled on its own
+        (for example ``torch.save(model.parametrizations)``) is recorded under its
+        class path ``torch_ortho_patch.parametrizations._Orthogonal``, so loading
+        it needs :mod:`torch_ortho_patch` importable, installed or not.
+
+    If torch's own ``orthogonal`` already accepts ``blocks``, it warns and does
+    nothing.
+
+    Raises:
+        RuntimeError: if the installed PyTorch is older than the oldest supported one.
+
+    Example::
+
+        >>> import torch_ortho_patch
+        >>> torch_ortho_patch.install()
+        >>> import torch.nn.utils.parametrizations as P
+        >>> gru = P.orthogonal(torch.nn.GRU(4, 4), "weight_hh_l0", blocks=3)
+        >>> torch_ortho_patch.uninstall()
+    """
+    global _active
+    with _lock:
+        if _active is not None:
+            return
+        _check_torch_version()
+        import torch.nn.utils.parametrizations as P
+
+        if _takes_blocks(P.orthogonal):
+            warnings.warn(
+                "torch.nn.utils.parametrizations.orthogonal already accepts `blocks`, "
+                "so torch_ortho_patch.install() changed nothing: this PyTorch "
+                "includes the change. Call torch's own orthogonal(..., blocks=k) and "
+                "remove the install() call to silence this warning.",
+                UserWarning,
+                stacklevel=2,
+            )
+            return
+
+        applied: list[_Patch] = []
+        try:
+            for target, name, new in _plan():
+                key = (target, name)
+                old = vars(target).get(name, _MISSING)
+                if old is new:
+                    # Never record our own object as the original.
+                    old = _true_originals.get(key, _MISSING)
+                _true_originals.setdefault(key, old)
+                setattr(target, name, new)
+                applied.append(_Patch(target, name, old, new))
+        except BaseException:
+            _restore(applied)
+            raise
+        _active = applied
+
+
+def uninstall() -> None:
+    r"""Undo :func:`install`.
+
+    Restores, in reverse order, the very objects that :func:`install` replaced,
+    removes the names it added (also from ``__all__``, which gets back its original
+    list) and puts back the original :class:`torch.nn.RNNBase` methods. Does nothing
+    when the patch is not installed. An attribute that someone else replaced after
+    :func:`install` is left alone, with a :class:`UserWarning`.
+
+    Parametrizations registered while installed keep working: they are ordinary
+    modules of :mod:`torch_ortho_patch`.
+    """
+    global _active
+    with _lock:
+        if _active is None:
+            return
+        patches, _active = _active, None
+        _restore(patches)
+
+
+def is_installed() -> bool:
+    r"""Return whether :func:`install` is in effect."""
+    with _lock:
+        return _active is not None
+
+
+@contextlib.contextmanager
+def installed() -> Iterator[None]:
+    r"""Context manager that installs the patch on entry and uninstalls it on exit.
+
+    The patch is removed even when the body raises. If the patch was already
+    installed on entry, it stays installed on exit. The patch is global to the
+    process, not to the thread that entered the context.
+
+    Example::
+
+        >>> import torch_ortho_patch
+        >>> import torch.nn.utils.parametrizations as P
+        >>> with torch_ortho_patch.installed():
+        ...     lstm = P.orthogonal(torch.nn.LSTM(4, 4), "weight_hh_l0", blocks=4)
+    """
+    with _lock:
+        was_installed = _active is not None
+        install()
+    try:
+        yield
+    finally:
+        if not was_installed:
+            uninstall()
