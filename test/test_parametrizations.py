@@ -124,6 +124,16 @@ class TestOrthogonalBlocks(TestCase):
             m.weight = torch.cat([X1, Q0, Q0])
             self.assertEqual(m.weight, torch.cat([Q1, Q0, Q0]))
 
+    @dtypes(torch.float16, torch.bfloat16)
+    def test_half_precision_module(self, device, dtype):
+        # QR has no half kernels on CPU; registration computes in float32 and
+        # stores the base in the weight's dtype.
+        gru = nn.GRU(4, 4, device=device, dtype=dtype)
+        P.orthogonal(gru, "weight_hh_l0", blocks=3)
+        self.assertEqual(gru.parametrizations.weight_hh_l0[0].base.dtype, dtype)
+        self.assertEqual(gru.weight_hh_l0.dtype, dtype)
+        check_blocks_orthogonal(gru.weight_hh_l0, 3, str(dtype))
+
     @parametrize_test("orthogonal_map", MAPS)
     @parametrize_test("optimizer", ["SGD", "AdamW"])
     def test_training_keeps_blocks_orthogonal(self, device, orthogonal_map, optimizer):
