@@ -138,11 +138,12 @@ def _solve(A, B):
     # torch.linalg.solve(A, B) for square A. See Note [CPU batched LU].
     n = A.size(-1)
     batch = A.shape[:-2]
+    # Static facts first: torch.get_num_threads() breaks a torch.compile graph.
     if (
-        A.device.type == "cpu"
-        and torch.get_num_threads() > 1
-        and n >= _LU_UNSAFE_MIN_SIZE
+        n >= _LU_UNSAFE_MIN_SIZE
         and batch.numel() > 1
+        and A.device.type == "cpu"
+        and torch.get_num_threads() > 1
     ):
         As = A.reshape(-1, n, n).unbind(0)
         Bs = B.reshape(-1, n, B.size(-1)).unbind(0)
