@@ -237,7 +237,8 @@ class TestOrthogonalBlocks(TestCase):
 
 
 class TestOrthogonalUpstreamCompat(TestCase):
-    """With ``blocks=None`` (or ``blocks=1``), values equal upstream's bit for bit."""
+    """With ``blocks=None`` (or ``blocks=1``), values equal upstream's: bit for bit,
+    except matrix_exp under autograd, which agrees to round-off."""
 
     @parametrize_test("orthogonal_map", [None, *MAPS])
     @parametrize_test("use_trivialization", [True, False])
@@ -256,21 +257,33 @@ class TestOrthogonalUpstreamCompat(TestCase):
 
         ours = make(P.orthogonal, blocks=blocks)
         theirs = make(upstream.orthogonal)
-        self.assertEqual(ours.weight, theirs.weight, atol=0, rtol=0)
+        # Without autograd, every map gives upstream's values bit for bit.
+        with torch.no_grad():
+            self.assertEqual(ours.weight, theirs.weight, atol=0, rtol=0)
+        # Under autograd, matrix_exp takes exp(A) from the eigendecomposition
+        # that its backward reuses, which agrees with torch.matrix_exp to
+        # round-off (see Note [Skew matrix exponential via eigh]); the other
+        # maps are still bitwise.
+        square = shape[-1] == shape[-2]
+        if (orthogonal_map or ("matrix_exp" if square else "householder")) == "matrix_exp":
+            tol = dict(atol=10 * shape[-1] * torch.finfo(torch.float32).eps, rtol=0)
+        else:
+            tol = dict(atol=0, rtol=0)
+        self.assertEqual(ours.weight, theirs.weight, **tol)
         # Same state, same step, same values.
         for m in (ours, theirs):
             m.weight.sum().backward()
         self.assertEqual(
             ours.parametrizations.weight.original.grad,
             theirs.parametrizations.weight.original.grad,
-            atol=0,
-            rtol=0,
+            **tol,
         )
         if use_trivialization or (orthogonal_map or "") == "householder":
             X = torch.randn(shape)
             ours.weight = X
             theirs.weight = X
-            self.assertEqual(ours.weight, theirs.weight, atol=0, rtol=0)
+            with torch.no_grad():
+                self.assertEqual(ours.weight, theirs.weight, atol=0, rtol=0)
 
     def test_complex_equals_upstream(self):
         for shape in [(4, 4), (5, 3)]:
