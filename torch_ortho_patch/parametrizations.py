@@ -261,6 +261,18 @@ def _factorize(A: Tensor) -> tuple[Tensor, Tensor]:
     return lam, V.contiguous()
 
 
+def _no_autocast(fn):
+    # The products of the skew exponential mix real and complex operands and
+    # must run in the dtype of A, as torch.matrix_exp does: autocast would cast
+    # some of them to a lower precision and then refuse the mixed dtypes.
+    # The device comes from the first tensor argument.
+    def wrapper(*args, **kwargs):
+        with torch.autocast(args[0].device.type, enabled=False):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def _interleaved(Z: Tensor) -> Tensor:
     # The (*, n, 2m) real matrix [Re z_11, Im z_11, Re z_12, ...] of a complex
     # (*, n, m) one; a view when Z is row-major. For real E,
@@ -277,12 +289,14 @@ def _times_adjoint(P: Tensor, U: Tensor, real: bool) -> Tensor:
     return P @ U.mH
 
 
+@_no_autocast
 def _exp_from_factors(lam: Tensor, V: Tensor, real: bool) -> Tensor:
     # V diag(exp(i lam)) V^H
     e = torch.complex(torch.cos(lam), torch.sin(lam))
     return _times_adjoint(V * e.unsqueeze(-2), V, real)
 
 
+@_no_autocast
 def _frechet(lam: Tensor, V: Tensor, E: Tensor, adjoint: bool) -> Tensor:
     # L(A, E), or L(A^H, E) if adjoint, as V ((V^H E V) o F) V^H with
     # F = (h h^T) o S, h = exp(i lam / 2) and S_jk = sinc((lam_j - lam_k) / 2pi);
@@ -302,6 +316,7 @@ def _frechet(lam: Tensor, V: Tensor, E: Tensor, adjoint: bool) -> Tensor:
     return _times_adjoint(V @ ((V.mH @ EV) * F), V, real)
 
 
+@_no_autocast
 def _expm_frechet2(Y: Tensor, P: Tensor, R: Tensor) -> Tensor:
     # L2(Y; P, R). See Note [Higher order derivatives of the skew matrix exponential].
     shape = torch.broadcast_shapes(Y.shape, P.shape, R.shape)
