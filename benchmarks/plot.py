@@ -1,0 +1,371 @@
+r"""Plot and tabulate the results of ``python -m torch_ortho_patch bench --json``.
+
+Usage::
+
+    python benchmarks/plot.py RESULTS.json [MORE.json ...] [-o bench.png]
+        [--combine ALL.json] [--rst]
+
+Each input holds one or more runs (``{"format": 1, "runs": [...]}``), for
+example one at 1 thread and one at 2 threads. The plot has two panels: the
+forward + backward time of our block-orthogonal maps over torch's batched
+``orthogonal``, per map and size, and the time of an RNN training step over
+the unconstrained step. ``--combine`` writes all runs into one file and
+``--rst`` prints reStructuredText tables of them for ``docs/benchmarks.rst``.
+"""
+
+import argparse
+import json
+import sys
+
+_MAP_ORDER = ("matrix_exp", "cayley", "householder", "stacked")
+_RNN_VARIANTS = ("ours_fix", "ours_nofix", "upstream_stacked")
+_RNN_LABELS = {
+    "ours_fix": "ours",
+    "ours_nofix": "ours,\nno fix",
+    "upstream_stacked": "torch\ntoday",
+}
+_TICKS = (0.05, 0.1, 0.2, 0.33, 0.5, 1, 2, 3, 5, 10, 20, 50, 100)
+
+
+def load_runs(paths):
+    runs = []
+    for path in paths:
+        with open(path) as f:
+            data = json.load(f)
+        if data.get("format") != 1 or not isinstance(data.get("runs"), list):
+            raise ValueError(
+                f"Expected the JSON written by `bench --json` (format 1). Got {path}."
+            )
+        runs += data["runs"]
+    if not runs:
+        raise ValueError("Expected at least one run. Got none.")
+    return runs
+
+
+def _label(run):
+    h = run["header"]
+    threads = h["threads"]
+    label = f"{threads} thread{'s' if threads != 1 else ''}"
+    return label + (" (quick)" if run["config"]["quick"] else "")
+
+
+def _median(result):
+    return result["median"] if isinstance(result, dict) else None
+
+
+def _value(ax, x, ratio):
+    # Bars grow from 1: up when ours is slower, down when it is faster.
+    up = ratio >= 1
+    ax.annotate(
+        f"{ratio:.2f}", (x, ratio), xytext=(0, 2 if up else -2),
+        textcoords="offset points", ha="center", va="bottom" if up else "top",
+        fontsize=6, rotation=90,
+    )
+    ax._ratios = [*getattr(ax, "_ratios", []), ratio]
+
+
+def _log_axis(ax):
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    ax.set_yscale("log")
+    ratios = getattr(ax, "_ratios", [1.0])
+    # Room for the value labels on both sides.
+    low, high = min(min(ratios) / 1.8, 0.8), max(max(ratios) * 1.8, 1.25)
+    ax.set_ylim(low, high)
+    ax.yaxis.set_major_locator(FixedLocator([t for t in _TICKS if low <= t <= high]))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+    ax.yaxis.set_minor_locator(NullLocator())
+
+
+def plot(runs, output):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_maps, ax_rnn) = plt.subplots(
+        1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [2, 1.1]}
+    )
+    width = 0.8 / len(runs)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+    # Left: fwd+bwd, ours / torch, per (map, n).
+    keys = []
+    for run in runs:
+        for row in run.get("maps", []):
+            key = (row["map"], row["n"])
+            if row["mode"] == "fwd+bwd" and key not in keys:
+                keys.append(key)
+    keys.sort(key=lambda key: (_MAP_ORDER.index(key[0]), key[1]))
+    wrong_seen = False
+    for i, run in enumerate(runs):
+        labelled = False
+        rows = {
+            (r["map"], r["n"]): r for r in run.get("maps", []) if r["mode"] == "fwd+bwd"
+        }
+        for j, key in enumerate(keys):
+            row = rows.get(key)
+            if row is None:
+                continue
+            x = j + (i - (len(runs) - 1) / 2) * width
+            ratio = row["ratio_ours_upstream"]
+            if ratio is None:
+                # torch raised in every round: no ratio to draw.
+                ax_maps.annotate(
+                    "torch raised", (x, 1.0), xytext=(0, -3),
+                    textcoords="offset points", ha="center", va="top",
+                    fontsize=6, rotation=90, color=colors[i % len(colors)],
+                )
+                continue
+            wrong = row["map"] != "stacked" and "upstream" in row["wrong"]
+            wrong_seen |= wrong
+            ax_maps.bar(
+                x,
+                ratio - 1,
+                width,
+                bottom=1,
+                color=colors[i % len(colors)],
+                hatch="//" if wrong else None,
+                edgecolor="black" if wrong else colors[i % len(colors)],
+                label=None if labelled else _label(run),
+            )
+            labelled = True
+            _value(ax_maps, x, ratio)
+    # One legend entry per run.
+    handles, labels = ax_maps.get_legend_handles_labels()
+    seen = {}
+    for h, lab in zip(handles, labels):
+        seen.setdefault(lab, h)
+    if wrong_seen:
+        from matplotlib.patches import Patch
+
+        seen["torch's result wrong"] = Patch(
+            facecolor="white", edgecolor="black", hatch="//"
+        )
+    ax_maps.axhline(1.0, color="gray", lw=1, ls="--")
+    if ("matrix_exp", 256) in keys:
+        j = keys.index(("matrix_exp", 256))
+        seen["R1 target (matrix_exp, n=256)"] = ax_maps.hlines(
+            0.33, j - 0.45, j + 0.45, color="red", lw=1.5
+        )
+    ax_maps.legend(seen.values(), seen.keys(), fontsize=8, loc="lower center")
+    _log_axis(ax_maps)
+    ax_maps.set_xticks(range(len(keys)))
+    ax_maps.set_xticklabels([f"n={n}" for _, n in keys], fontsize=8)
+    # One label per map, under the sizes.
+    for m in dict.fromkeys(m for m, _ in keys):
+        js = [j for j, key in enumerate(keys) if key[0] == m]
+        ax_maps.annotate(
+            "stacked*" if m == "stacked" else m,
+            ((min(js) + max(js)) / 2, 0), xycoords=("data", "axes fraction"),
+            xytext=(0, -24), textcoords="offset points", ha="center", va="top",
+            fontsize=9,
+        )
+        if min(js) > 0:
+            ax_maps.axvline(min(js) - 0.5, color="lightgray", lw=0.8)
+    ax_maps.set_ylabel("time ours / time torch (lower is better)")
+    ax_maps.set_title(
+        "Maps, forward + backward, 3 blocks of (n, n)\n"
+        "ours on (3n, n) vs torch's orthogonal on (3, n, n); "
+        "stacked*: vs torch on (3n, n), householder",
+        fontsize=9,
+    )
+
+    # Right: RNN training step / unconstrained step.
+    groups = []
+    for run in runs:
+        for row in run.get("rnn", []):
+            for v in _RNN_VARIANTS:
+                key = (row["rnn"], row["hidden"], v)
+                if key not in groups:
+                    groups.append(key)
+    for i, run in enumerate(runs):
+        rows = {(r["rnn"], r["hidden"]): r for r in run.get("rnn", [])}
+        for j, (kind, hidden, v) in enumerate(groups):
+            row = rows.get((kind, hidden))
+            ratio = None if row is None else row["ratio_vs_unconstrained"].get(v)
+            if ratio is None:
+                continue
+            x = j + (i - (len(runs) - 1) / 2) * width
+            ax_rnn.bar(x, ratio - 1, width, bottom=1, color=colors[i % len(colors)])
+            _value(ax_rnn, x, ratio)
+    ax_rnn.axhline(1.0, color="gray", lw=1, ls="--")
+    gru = [j for j, g in enumerate(groups) if g[0] == "GRU" and g[2] == "ours_fix"]
+    if gru:
+        j = gru[0]
+        line = ax_rnn.hlines(2.0, j - 0.45, j + 0.45, color="red", lw=1.5)
+        ax_rnn.legend([line], ["R2 target (GRU)"], fontsize=8, loc="upper left")
+    _log_axis(ax_rnn)
+    ax_rnn.set_xticks(range(len(groups)))
+    ax_rnn.set_xticklabels(
+        [f"{_RNN_LABELS[v]}\n{k}({h})" for k, h, v in groups], fontsize=8
+    )
+    ax_rnn.set_ylabel("step time / unconstrained step time")
+    ax_rnn.set_title(
+        "RNN training step, block-orthogonal weight_hh_l0\n"
+        "ours: blocks=k, installed; no fix: not installed; "
+        "today: torch, stacked",
+        fontsize=9,
+    )
+
+    h = runs[0]["header"]
+    fig.suptitle(
+        f"torch {h['torch']}, {h['device']}, float32, {h['date'][:10]}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(output, dpi=110)
+    plt.close(fig)
+
+
+def _ms(result):
+    if isinstance(result, dict):
+        return f"{result['median'] * 1e3:.3g}"
+    return "error" if result is None else str(result).replace("error: ", "raised ")
+
+
+def _ratio(r):
+    return "" if r is None else f"{r:.2f}"
+
+
+def _range(pairs):
+    return f"{min(pairs):.2f}-{max(pairs):.2f}" if len(pairs) > 1 else ""
+
+
+def _list_table(title, header, rows, widths=None):
+    lines = [f".. list-table:: {title}", "   :header-rows: 1"]
+    if widths:
+        lines.append(f"   :widths: {' '.join(map(str, widths))}")
+    lines.append("")
+    for row in [header, *rows]:
+        for i, cell in enumerate(row):
+            lines.append(f"   {'* -' if i == 0 else '  -'} {cell}".rstrip())
+    return "\n".join(lines)
+
+
+def rst(runs):
+    out = []
+    for run in runs:
+        h, c = run["header"], run["config"]
+        title = f"{_label(run)}: {h['date']}"
+        out += [title, "~" * len(title), ""]
+        out.append(
+            f"torch {h['torch']}, Python {h['python']}, {h['device']}, "
+            f"{_label(run)}, float32; our matrix_exp map via "
+            f"``{h['ours_matrix_exp']}``; {c['rounds']} interleaved rounds of "
+            f"``blocked_autorange(min_run_time={c['min_run_time']})``. Times are "
+            "medians over all rounds, ratios medians of the per-round ratios, "
+            "*range* the smallest and largest per-round ratio."
+        )
+        out.append("")
+        if run.get("maps"):
+            rows = []
+            for row in run["maps"]:
+                t = row["times"]
+                if row["map"] == "stacked":
+                    notes = (
+                        f"torch: stacked ``({3 * row['n']}, {row['n']})`` "
+                        "householder, gates not orthogonal; ours householder "
+                        f"{_ratio(row['ratio_ours_householder_upstream'])}x"
+                    )
+                    cells = ["stacked*", _ms(t["ours"]), _ms(t["upstream_stacked"]), ""]
+                    loop_ratio = ""
+                else:
+                    notes = ", ".join(
+                        f"{name} wrong" for name in row["wrong"]
+                    )
+                    cells = [
+                        row["map"], _ms(t["ours"]), _ms(t["upstream"]), _ms(t["loop"])
+                    ]
+                    loop_ratio = _ratio(row["ratio_ours_loop"])
+                rows.append(
+                    [
+                        cells[0],
+                        str(row["n"]),
+                        row["mode"],
+                        *cells[1:],
+                        _ratio(row["ratio_ours_upstream"]),
+                        _range(row["ratio_ours_upstream_rounds"]),
+                        loop_ratio,
+                        notes,
+                    ]
+                )
+            out.append(
+                _list_table(
+                    f"Maps, {_label(run)}: 3 blocks of (n, n), time per call",
+                    ["map", "n", "pass", "ours (ms)", "torch (ms)", "loop (ms)",
+                     "ours/torch", "range", "ours/loop", "notes"],
+                    rows,
+                )
+            )
+            out.append("")
+        if run.get("rnn"):
+            rows = []
+            for row in run["rnn"]:
+                for name, result in row["times"].items():
+                    ratio = (
+                        1.0 if name == "unconstrained"
+                        else row["ratio_vs_unconstrained"][name]
+                    )
+                    spread = (
+                        "" if name == "unconstrained"
+                        else _range(row["ratio_vs_unconstrained_rounds"][name])
+                    )
+                    evals = row["evals_per_forward"][name]
+                    rows.append(
+                        [
+                            f"{row['rnn']}({row['hidden']})",
+                            name,
+                            _ms(result),
+                            _ratio(ratio),
+                            spread,
+                            "" if evals is None else str(evals),
+                        ]
+                    )
+            out.append(
+                _list_table(
+                    f"RNN training step, {_label(run)}: seq {run['rnn'][0]['seq']}, "
+                    f"batch {run['rnn'][0]['batch']}",
+                    ["RNN", "variant", "step (ms)", "vs unconstrained", "range",
+                     "weight evaluations per forward"],
+                    rows,
+                )
+            )
+            out.append("")
+        goals = [
+            f"{g['name']} = {'-' if g['value'] is None else format(g['value'], '.2f')} "
+            f"(target <= {g['target']}): **{g['status']}**. {g['description']}."
+            for g in run["goals"]
+        ]
+        out += [f"- {g}" for g in goals] + [""]
+    return "\n".join(out)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Plot and tabulate `python -m torch_ortho_patch bench --json` "
+        "results."
+    )
+    parser.add_argument("inputs", nargs="+", metavar="RESULTS.json")
+    parser.add_argument("-o", "--output", metavar="PNG", help="write the plot here")
+    parser.add_argument(
+        "--combine", metavar="PATH", help="write all runs into one JSON file"
+    )
+    parser.add_argument(
+        "--rst", action="store_true", help="print reStructuredText tables"
+    )
+    args = parser.parse_args(argv)
+    runs = load_runs(args.inputs)
+    if args.output:
+        plot(runs, args.output)
+    if args.combine:
+        with open(args.combine, "w") as f:
+            json.dump({"format": 1, "runs": runs}, f, indent=1)
+            f.write("\n")
+    if args.rst:
+        sys.stdout.write(rst(runs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,990 @@
+# mypy: allow-untyped-defs
+r"""``python -m torch_ortho_patch bench``: time block-orthogonal parametrizations.
+
+Everything is measured side by side in one process, with
+:mod:`torch.utils.benchmark`, and reported as ratios, which are what survive a
+shared, noisy machine. Absolute times are printed too, but on a CPU they only
+describe this machine at this moment.
+
+1. **Maps.** For each map and size `n`, a `(k n, n)` weight parametrized with
+   ``torch_ortho_patch.orthogonal(m, "weight", map, blocks=k)`` ("ours"), torch's
+   ``orthogonal`` on the equivalent `(k, n, n)` parameter ("upstream") and `k`
+   separate torch parametrizations of `(n, n)` weights ("loop"). A last row per
+   size times what users get today on a stacked `(k n, n)` weight: torch's
+   ``orthogonal`` with its default map for non-square matrices (householder).
+   Each is timed forward with autograd recording ("fwd"), forward and
+   backward ("fwd+bwd") and forward under :func:`torch.no_grad` ("infer").
+2. **RNN training step.** One forward, backward and SGD step of an
+   :class:`~torch.nn.GRU` and an :class:`~torch.nn.LSTM` whose ``weight_hh_l0``
+   is block-orthogonal, against the same step without the constraint.
+3. **Goals.** R1 and R2 (see :data:`GOALS`), printed with their targets.
+
+Run ``python -m torch_ortho_patch bench --help`` for the options. The results
+can be written as JSON with ``--json`` and plotted with ``benchmarks/plot.py``.
+"""
+
+import argparse
+import contextlib
+import ctypes
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn as nn
+from torch.utils.benchmark import Timer
+
+
+__all__ = ["main", "run", "GOALS"]
+
+_PROG = "python -m torch_ortho_patch bench"
+_MAPS = ("matrix_exp", "cayley", "householder")
+_BLOCKS = 3  # k of the maps section: the gate count of a GRU
+_SIZES = (64, 256, 512)
+_QUICK_SIZES = (16,)
+# RNN section: (class name, gate count); hidden = input size.
+_RNNS = (("GRU", 3), ("LSTM", 4))
+_RNN_SHAPE = {"hidden": 256, "seq": 50, "batch": 32}
+_QUICK_RNN_SHAPE = {"hidden": 8, "seq": 4, "batch": 2}
+_QUICK_MIN_RUN_TIME = 0.002
+
+
+class Goal(NamedTuple):
+    name: str
+    description: str
+    target: float  # PASS when the measured ratio is at most this
+
+
+GOALS = (
+    Goal(
+        "R1",
+        "ours matrix_exp fwd+bwd, blocks=3 on (768, 256) / torch's orthogonal "
+        "matrix_exp on (3, 256, 256)",
+        0.33,
+    ),
+    Goal(
+        "R2",
+        "GRU(256, 256) training step with block-orthogonal weight_hh_l0 "
+        "(installed) / unconstrained step",
+        2.0,
+    ),
+)
+
+
+# Note [Benchmark inputs]
+# ~~~~~~~~~~~~~~~~~~~~~~~
+# orthogonal() resets the original tensor to -I (see Note [Trivialization
+# origin] in parametrizations.py), where matrix_exp and cayley see a zero skew
+# matrix. torch.matrix_exp picks its polynomial degree and number of squarings
+# from the norm of its input, so timing at the origin would flatter it. Every
+# parametrization timed here gets the same original -I + E instead, with E of
+# i.i.d. N(0, 1/n) entries below the diagonal and zeros elsewhere: a skew
+# matrix of norm about 2, a rotation by angles of order one, as after some
+# training. The diagonal stays at exactly -1 because torch's householder map
+# truncates it with int() (see Note [Householder sign]): -0.99 there would
+# zero a column, and the check of the results would report torch as wrong for
+# a reason that has nothing to do with speed. The householder and cayley maps
+# cost the same for any input.
+#
+# "fwd" is the evaluation of the parametrized weight with autograd recording,
+# as in a training step; "fwd+bwd" adds the backward of <Q, G> for a fixed
+# random G; "infer" is the evaluation under torch.no_grad(), as in inference,
+# where a map may take a cheaper path (our matrix_exp does: see Note [Skew
+# matrix exponential via eigh]). Gradients accumulate across calls, which
+# costs one addition per parameter for every variant alike.
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({_cpu_model()})"
+
+
+def _matrix_exp_impl() -> str:
+    # What our matrix_exp map runs, read off the autograd graph that it records:
+    # torch.matrix_exp, or a custom autograd Function (such as the skew
+    # exponential of _skew_expm once it is wired in).
+    from .parametrizations import matrix_exp_map
+
+    X = torch.randn(2, 4, 4, requires_grad=True)
+    found, seen, stack = [], set(), [matrix_exp_map(X).grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if type(node).__name__ in ("MatrixExpBackward0", "LinalgMatrixExpBackward0"):
+            found.append("torch.matrix_exp")
+        forward_cls = getattr(node, "_forward_cls", None)  # a custom Function
+        if forward_cls is not None:
+            found.append(f"{forward_cls.__module__}.{forward_cls.__qualname__}")
+        stack += [next_node for next_node, _ in node.next_functions]
+    return ", ".join(sorted(set(found))) or "unknown"
+
+
+def _header(device: torch.device, threads: int) -> dict[str, Any]:
+    from . import __version__
+
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime(
+            "%Y-%m-%d %H:%M UTC"
+        ),
+        "torch": torch.__version__,
+        "torch_ortho_patch": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "threads": threads,
+        "cpu": _cpu_model(),
+        "device": _device_name(device),
+        "dtype": "float32",
+        "ours_matrix_exp": _matrix_exp_impl(),
+    }
+
+
+# ---------------------------------------------------------------------------
+# Measuring
+
+
+class _Variant(NamedTuple):
+    name: str
+    fn: Callable[[], Any]
+    # True: run with torch_ortho_patch.install() in effect; False: without it.
+    patched: bool = False
+
+
+@contextlib.contextmanager
+def _patch_state(patched: bool) -> Iterator[None]:
+    from ._install import install, is_installed, uninstall
+
+    was = is_installed()
+    if patched and not was:
+        install()
+    elif was and not patched:
+        uninstall()
+    try:
+        yield
+    finally:
+        if is_installed() != was:
+            (install if was else uninstall)()
+
+
+@contextlib.contextmanager
+def _quiet_fd1() -> Iterator[None]:
+    # LAPACK reports the faults of pytorch#142815 on file descriptor 1, once
+    # per call. Nothing of ours is printed while this is active.
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no file descriptor 1
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            ctypes.CDLL(None).fflush(None)
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(null)
+
+
+def _stats(times: list[float]) -> dict[str, float]:
+    times = sorted(times)
+    if len(times) >= 4:
+        q = statistics.quantiles(times, n=4)
+        iqr = q[2] - q[0]
+    else:
+        iqr = times[-1] - times[0]
+    return {"median": statistics.median(times), "iqr": iqr, "samples": len(times)}
+
+
+def _measure(
+    variants: list[_Variant], *, threads: int, min_run_time: float, rounds: int
+) -> dict[str, dict[str, float] | str]:
+    r"""Time the variants round-robin and return per-variant statistics.
+
+    Each round times every variant once, alternating the order, so a slow drift
+    of the machine's load touches every variant alike: with
+    :meth:`~torch.utils.benchmark.Timer.blocked_autorange`, or, for a variant
+    whose warm-up call alone took ``min_run_time``, with one call of
+    :meth:`~torch.utils.benchmark.Timer.timeit` (blocked_autorange would spend
+    a second, unrecorded call estimating its block size). The median is taken
+    over the blocks of all rounds. A round in which a variant raises (torch's
+    batched LU does, now and then; see pytorch#142815) is dropped and counted
+    in ``"raised"``; a variant that raised in every round is reported as
+    ``"error: <exception name>"``.
+    """
+    times: dict[str, list[float]] = {v.name: [] for v in variants}
+    per_round: dict[str, list[float | None]] = {v.name: [] for v in variants}
+    raised: dict[str, int] = {v.name: 0 for v in variants}
+    slow: dict[str, bool] = {v.name: False for v in variants}
+    last_error: dict[str, str] = {}
+    for v in variants:
+        try:
+            with _patch_state(v.patched):
+                start = time.perf_counter()
+                v.fn()  # warm-up, and lazy initialisation
+                slow[v.name] = time.perf_counter() - start >= min_run_time
+        except Exception as e:
+            last_error[v.name] = type(e).__name__
+    for r in range(rounds):
+        for v in variants if r % 2 == 0 else variants[::-1]:
+            timer = Timer("fn()", globals={"fn": v.fn}, num_threads=threads)
+            try:
+                with _patch_state(v.patched):
+                    if slow[v.name]:
+                        m = timer.timeit(number=1)
+                    else:
+                        m = timer.blocked_autorange(min_run_time=min_run_time)
+            except Exception as e:
+                raised[v.name] += 1
+                last_error[v.name] = type(e).__name__
+                per_round[v.name].append(None)
+                continue
+            times[v.name].extend(m.times)
+            per_round[v.name].append(m.median)
+    results: dict[str, dict[str, float] | str] = {}
+    for v in variants:
+        if times[v.name]:
+            results[v.name] = {
+                **_stats(times[v.name]),
+                "raised": raised[v.name],
+                "rounds": per_round[v.name],
+            }
+        else:
+            results[v.name] = f"error: {last_error.get(v.name, 'no samples')}"
+    return results
+
+
+def _pairs(result: dict[str, Any], a: str, b: str) -> list[float]:
+    # The ratio of the medians of variants a and b in each round where both ran.
+    ra, rb = result.get(a), result.get(b)
+    if not (isinstance(ra, dict) and isinstance(rb, dict)):
+        return []
+    return [
+        x / y
+        for x, y in zip(ra["rounds"], rb["rounds"])
+        if x is not None and y is not None and y > 0
+    ]
+
+
+def _ratio(result: dict[str, Any], a: str, b: str) -> float | None:
+    r"""Return the time of variant ``a`` over that of ``b``, paired by round.
+
+    The median over rounds of the ratio of the two medians of each round. The
+    two variants of a pair ran close together in time, so a change of the
+    machine's load that lasts longer than a round cancels out, which it does not
+    in the ratio of the overall medians.
+    """
+    pairs = _pairs(result, a, b)
+    return statistics.median(pairs) if pairs else None
+
+
+# ---------------------------------------------------------------------------
+# Section 1: maps
+
+
+class _Weight(nn.Module):
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight)
+
+
+def _torch_orthogonal() -> Callable:
+    from ._install import _torch_orthogonal
+
+    return _torch_orthogonal()
+
+
+def _set_original(module: nn.Module, X: torch.Tensor) -> None:
+    with torch.no_grad():
+        module.parametrizations.weight.original.copy_(X)
+
+
+def _original(E: torch.Tensor) -> torch.Tensor:
+    # -I + (strictly lower part of E) / sqrt(n). See Note [Benchmark inputs].
+    n = E.size(-1)
+    Id = torch.eye(n, dtype=E.dtype, device=E.device)
+    return E.tril(-1) / math.sqrt(n) - Id
+
+
+def _gram_error(Q: torch.Tensor) -> float:
+    # max over the batch of max |Q^T Q - I| for tall or square Q; nan counts as wrong.
+    Q = Q.detach()
+    if Q.size(-2) < Q.size(-1):
+        Q = Q.mT
+    Id = torch.eye(Q.size(-1), dtype=Q.dtype, device=Q.device)
+    error = (Q.mT @ Q - Id).abs().max().item()
+    return error if math.isfinite(error) else float("inf")
+
+
+def _checked(fn: Callable[[], torch.Tensor]) -> float | str:
+    # The gate error of fn(), or the name of the exception it raised.
+    try:
+        with torch.no_grad():
+            return _gram_error(fn())
+    except Exception as e:
+        return type(e).__name__
+
+
+def _is_wrong(error: float | str, tol: float) -> bool:
+    return not (isinstance(error, float) and error <= tol)
+
+
+def _orth_tol(n: int) -> float:
+    # A few ulps per entry of a sum of n products, and a factor 100 for the maps'
+    # own rounding; a wrong result is off by O(1).
+    return 100.0 * n * torch.finfo(torch.float32).eps
+
+
+def _map_row(
+    map_name: str, n: int, k: int, device: torch.device, seed: int
+) -> tuple[dict[str, Callable], dict[str, Callable], dict[str, float]]:
+    r"""Build the modules of one (map, n) row of the maps section.
+
+    Returns the forward and forward + backward callables per variant, and the
+    orthogonality error of each variant's k gate blocks.
+    """
+    from .parametrizations import orthogonal as ours
+
+    upstream = _torch_orthogonal()
+    g = torch.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g).to(device)
+
+    # See Note [Benchmark inputs]
+    X = _original(randn(k, n, n))
+    G = randn(k, n, n)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m_ours = ours(_Weight(randn(k * n, n)), "weight", map_name, blocks=k)
+        m_up = upstream(_Weight(randn(k, n, n)), "weight", map_name)
+        m_loop = [upstream(_Weight(randn(n, n)), "weight", map_name) for _ in range(k)]
+    _set_original(m_ours, X.flatten(0, 1))
+    _set_original(m_up, X)
+    for i, m in enumerate(m_loop):
+        _set_original(m, X[i])
+    G_flat = G.flatten(0, 1)
+
+    def ours_fwd():
+        return m_ours.weight
+
+    def ours_bwd():
+        (m_ours.weight * G_flat).sum().backward()
+
+    def up_fwd():
+        return m_up.weight
+
+    def up_bwd():
+        (m_up.weight * G).sum().backward()
+
+    def loop_fwd():
+        return [m.weight for m in m_loop]
+
+    def loop_bwd():
+        sum((m.weight * G[i]).sum() for i, m in enumerate(m_loop)).backward()
+
+    errors = {
+        "ours": _checked(lambda: m_ours.weight.unflatten(0, (k, n))),
+        "upstream": _checked(lambda: m_up.weight),
+        "loop": _checked(lambda: torch.stack([m.weight for m in m_loop])),
+    }
+    fwd = {"ours": ours_fwd, "upstream": up_fwd, "loop": loop_fwd}
+    bwd = {"ours": ours_bwd, "upstream": up_bwd, "loop": loop_bwd}
+    return fwd, bwd, errors
+
+
+def _stacked_row(
+    n: int, k: int, device: torch.device, seed: int
+) -> tuple[dict[str, Callable], dict[str, Callable], dict[str, float]]:
+    r"""Build what a user gets today on a stacked (k n, n) weight, next to ours.
+
+    ``ours`` is our default map with ``blocks=k`` (matrix_exp, the blocks are
+    square), ``ours_householder`` the same with householder, and
+    ``upstream_stacked`` torch's ``orthogonal`` on the (k n, n) weight with its
+    default map (householder, as the weight is not square).
+    """
+    from .parametrizations import orthogonal as ours
+
+    upstream = _torch_orthogonal()
+    g = torch.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g).to(device)
+
+    X = _original(randn(k, n, n)).flatten(0, 1)
+    G = randn(k * n, n)
+    W = randn(k * n, n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m_ours = ours(_Weight(W.clone()), "weight", blocks=k)
+        m_hh = ours(_Weight(W.clone()), "weight", "householder", blocks=k)
+        m_up = upstream(_Weight(W.clone()), "weight")
+    _set_original(m_ours, X)
+    _set_original(m_hh, X)
+
+    modules = {"ours": m_ours, "ours_householder": m_hh, "upstream_stacked": m_up}
+
+    def fwd_of(m):
+        return lambda: m.weight
+
+    def bwd_of(m):
+        return lambda: (m.weight * G).sum().backward()
+
+    # The error of the k gate blocks; upstream only gives the whole (k n, n)
+    # matrix orthonormal columns, so its gates are not expected to pass.
+    errors = {
+        name: _checked(lambda m=m: m.weight.unflatten(0, (k, n)))
+        for name, m in modules.items()
+    }
+    fwd = {name: fwd_of(m) for name, m in modules.items()}
+    bwd = {name: bwd_of(m) for name, m in modules.items()}
+    return fwd, bwd, errors
+
+
+def _without_grad(fn: Callable[[], Any]) -> Callable[[], Any]:
+    def call():
+        with torch.no_grad():
+            return fn()
+
+    return call
+
+
+def _bench_maps(sizes, k, device, threads, min_run_time, rounds, log) -> list[dict]:
+    rows = []
+    for n in sizes:
+        for map_name in (*_MAPS, "stacked"):
+            seed = 1000 * n + len(rows)
+            if map_name == "stacked":
+                fwd, bwd, errors = _stacked_row(n, k, device, seed)
+            else:
+                fwd, bwd, errors = _map_row(map_name, n, k, device, seed)
+            tol = _orth_tol(n)
+            infer = {name: _without_grad(fn) for name, fn in fwd.items()}
+            for mode, fns in (("fwd", fwd), ("fwd+bwd", bwd), ("infer", infer)):
+                log(f"maps: {map_name} n={n} {mode}")
+                variants = [_Variant(name, fn) for name, fn in fns.items()]
+                result = _measure(
+                    variants,
+                    threads=threads,
+                    min_run_time=min_run_time,
+                    rounds=rounds,
+                )
+                row: dict[str, Any] = {
+                    "map": map_name,
+                    "n": n,
+                    "blocks": k,
+                    "mode": mode,
+                    "shape_ours": [k * n, n],
+                    "times": result,
+                    "gate_error": errors,
+                    "tol": tol,
+                    # A variant whose k gate blocks are not orthogonal.
+                    "wrong": sorted(
+                        name for name, e in errors.items() if _is_wrong(e, tol)
+                    ),
+                }
+                if map_name == "stacked":
+                    row["ratio_ours_upstream"] = _ratio(
+                        result, "ours", "upstream_stacked"
+                    )
+                    row["ratio_ours_householder_upstream"] = _ratio(
+                        result, "ours_householder", "upstream_stacked"
+                    )
+                else:
+                    row["ratio_ours_upstream"] = _ratio(result, "ours", "upstream")
+                    row["ratio_ours_loop"] = _ratio(result, "ours", "loop")
+                against = "upstream_stacked" if map_name == "stacked" else "upstream"
+                row["ratio_ours_upstream_rounds"] = _pairs(result, "ours", against)
+                rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# Section 2: RNN training step
+
+
+def _rnn_step_variants(
+    kind: str, k: int, shape: dict[str, int], device: torch.device, seed: int
+) -> tuple[list[_Variant], dict[str, int | None]]:
+    r"""Build one training step per variant of an RNN of class ``kind``.
+
+    Variants: ``unconstrained``; ``ours_fix`` (ours with ``blocks=k``, timed with
+    :func:`torch_ortho_patch.install` in effect, so the RNN read-once fix is
+    on); ``ours_nofix`` (the same parametrization, timed without install());
+    ``upstream_stacked`` (torch's ``orthogonal`` on the stacked weight, its
+    default householder map, without install(): what users get today).
+
+    Also returns how many times each parametrization runs per forward.
+    """
+    from .parametrizations import orthogonal as ours
+
+    upstream = _torch_orthogonal()
+    H, seq, batch = shape["hidden"], shape["seq"], shape["batch"]
+    cls = getattr(nn, kind)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(seq, batch, H, generator=g).to(device)
+    G = torch.randn(seq, batch, H, generator=g).to(device)
+    # See Note [Benchmark inputs]
+    X = _original(torch.randn(k, H, H, generator=g)).flatten(0, 1)
+
+    def make():
+        torch.manual_seed(seed)
+        return cls(H, H).to(device)
+
+    rnns = {"unconstrained": make()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rnns["ours_fix"] = ours(make(), "weight_hh_l0", blocks=k)
+        rnns["ours_nofix"] = ours(make(), "weight_hh_l0", blocks=k)
+        rnns["upstream_stacked"] = upstream(make(), "weight_hh_l0")
+    for name in ("ours_fix", "ours_nofix"):
+        with torch.no_grad():
+            rnns[name].parametrizations.weight_hh_l0.original.copy_(X.to(device))
+    patched = {"ours_fix": True}
+
+    def step_of(rnn):
+        opt = torch.optim.SGD(rnn.parameters(), lr=1e-4)
+
+        def step():
+            out, _ = rnn(x)
+            (out * G).sum().backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        return step
+
+    variants = [
+        _Variant(name, step_of(rnn), patched.get(name, False))
+        for name, rnn in rnns.items()
+    ]
+
+    # How often each parametrization runs in one forward.
+    evals: dict[str, int | None] = {"unconstrained": None}
+    for name, rnn in rnns.items():
+        if name == "unconstrained":
+            continue
+        count = [0]
+        p = rnn.parametrizations.weight_hh_l0[0]
+        handle = p.register_forward_hook(lambda *_, c=count: c.__setitem__(0, c[0] + 1))
+        with torch.no_grad(), _patch_state(patched.get(name, False)):
+            rnn(x)
+        handle.remove()
+        evals[name] = count[0]
+    return variants, evals
+
+
+def _bench_rnn(shape, device, threads, min_run_time, rounds, log) -> list[dict]:
+    rows = []
+    for kind, k in _RNNS:
+        log(f"rnn: {kind}({shape['hidden']}) training step")
+        variants, evals = _rnn_step_variants(kind, k, shape, device, seed=len(rows))
+        result = _measure(
+            variants, threads=threads, min_run_time=min_run_time, rounds=rounds
+        )
+        rows.append(
+            {
+                "rnn": kind,
+                "blocks": k,
+                **shape,
+                "times": result,
+                "evals_per_forward": evals,
+                "ratio_vs_unconstrained": {
+                    v.name: _ratio(result, v.name, "unconstrained")
+                    for v in variants
+                    if v.name != "unconstrained"
+                },
+                "ratio_vs_unconstrained_rounds": {
+                    v.name: _pairs(result, v.name, "unconstrained")
+                    for v in variants
+                    if v.name != "unconstrained"
+                },
+            }
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# Goals and report
+
+
+def _goals(results: dict[str, Any]) -> list[dict[str, Any]]:
+    values: dict[str, float | None] = {"R1": None, "R2": None}
+    if not results["config"]["quick"]:
+        for row in results.get("maps", []):
+            if (row["map"], row["n"], row["mode"]) == ("matrix_exp", 256, "fwd+bwd"):
+                values["R1"] = row["ratio_ours_upstream"]
+        for row in results.get("rnn", []):
+            if row["rnn"] == "GRU" and row["hidden"] == 256:
+                values["R2"] = row["ratio_vs_unconstrained"]["ours_fix"]
+    goals = []
+    for goal in GOALS:
+        value = values[goal.name]
+        if value is None:
+            status = "not measured"
+        else:
+            status = "PASS" if value <= goal.target else "MISS"
+        goals.append(
+            {
+                "name": goal.name,
+                "description": goal.description,
+                "target": goal.target,
+                "value": value,
+                "status": status,
+            }
+        )
+    return goals
+
+
+def _fmt_time(result: Any) -> str:
+    if isinstance(result, dict):
+        t = result["median"]
+        return f"{t * 1e3:.3g} ms" if t < 1 else f"{t:.3g} s"
+    return "-" if result is None else str(result)
+
+
+def _fmt_ratio(r: float | None) -> str:
+    return "-" if r is None else f"{r:.2f}"
+
+
+def _range(pairs: list[float]) -> str:
+    # The smallest and largest per-round ratio: how far one round can be off.
+    return f"{min(pairs):.2f}-{max(pairs):.2f}" if len(pairs) > 1 else "-"
+
+
+def _table(header: list[str], rows: list[list[str]], left: int = 3) -> str:
+    # The first ``left`` columns and a last "notes" column are left-aligned.
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def align(i, cell, width):
+        if i < left or header[i] == "notes":
+            return cell.ljust(width)
+        return cell.rjust(width)
+
+    lines = [
+        "  ".join(align(i, c, w) for i, (c, w) in enumerate(zip(r, widths)))
+        for r in [header, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _fmt_err(error: float | str) -> str:
+    return f"{error:.1g}" if isinstance(error, float) else f"raised {error}"
+
+
+def format_maps(rows: list[dict], rounds: int) -> str:
+    r"""Format the maps section as a plain-text table."""
+    out = []
+    for row in rows:
+        t = row["times"]
+        if row["map"] == "stacked":
+            cells = [
+                "stacked*",
+                str(row["n"]),
+                row["mode"],
+                _fmt_time(t["ours"]),
+                _fmt_time(t["upstream_stacked"]),
+                "-",
+                _fmt_ratio(row["ratio_ours_upstream"]),
+                "-",
+                _range(row["ratio_ours_upstream_rounds"]),
+            ]
+            notes = "; ".join(
+                f"{name} WRONG (err {_fmt_err(row['gate_error'][name])})"
+                for name in row["wrong"]
+                if name != "upstream_stacked"
+            )
+            notes += (
+                f"ours householder {_fmt_time(t['ours_householder'])} "
+                f"({_fmt_ratio(row['ratio_ours_householder_upstream'])}x); "
+                f"upstream gates not orthogonal "
+                f"(err {_fmt_err(row['gate_error']['upstream_stacked'])})"
+            )
+        else:
+            cells = [
+                row["map"],
+                str(row["n"]),
+                row["mode"],
+                _fmt_time(t["ours"]),
+                _fmt_time(t["upstream"]),
+                _fmt_time(t["loop"]),
+                _fmt_ratio(row["ratio_ours_upstream"]),
+                _fmt_ratio(row["ratio_ours_loop"]),
+                _range(row["ratio_ours_upstream_rounds"]),
+            ]
+            notes = "; ".join(
+                f"{name} WRONG (err {_fmt_err(row['gate_error'][name])})"
+                for name in row["wrong"]
+            )
+        raised = [
+            f"{name} raised in {v['raised']} of {rounds} rounds"
+            for name, v in t.items()
+            if isinstance(v, dict) and v.get("raised")
+        ]
+        notes = "; ".join(x for x in [notes, *raised] if x)
+        out.append([*cells, notes])
+    header = ["map", "n", "pass", "ours", "upstream", "loop", "ours/up", "ours/loop",
+              "ours/up range", "notes"]
+    return _table(header, out)
+
+
+def format_rnn(rows: list[dict]) -> str:
+    r"""Format the RNN section as a plain-text table."""
+    out = []
+    for row in rows:
+        for name, result in row["times"].items():
+            if name == "unconstrained":
+                ratio = 1.0
+            else:
+                ratio = row["ratio_vs_unconstrained"][name]
+            evals = row["evals_per_forward"][name]
+            out.append(
+                [
+                    f"{row['rnn']}({row['hidden']})",
+                    str(row["blocks"]),
+                    name,
+                    _fmt_time(result),
+                    _fmt_ratio(ratio),
+                    "-" if evals is None else str(evals),
+                    ""
+                    if name == "unconstrained"
+                    else _range(row["ratio_vs_unconstrained_rounds"][name]),
+                ]
+            )
+    header = ["rnn", "blocks", "variant", "step", "vs unconstr.", "evals/fwd", "range"]
+    return _table(header, out)
+
+
+def format_report(results: dict[str, Any]) -> str:
+    r"""Format a result of :func:`run` as the text that ``bench`` prints."""
+    h, c = results["header"], results["config"]
+    lines = [
+        "torch_ortho_patch benchmarks",
+        f"date: {h['date']}",
+        f"torch: {h['torch']}  torch_ortho_patch: {h['torch_ortho_patch']}",
+        f"python: {h['python']}  platform: {h['platform']}",
+        f"threads: {h['threads']}",
+        f"cpu: {h['cpu']}",
+        f"device: {h['device']}  dtype: {h['dtype']}",
+        f"ours matrix_exp via: {h['ours_matrix_exp']}",
+        f"timing: {c['rounds']} interleaved rounds, in each one "
+        f"blocked_autorange(min_run_time={c['min_run_time']}) per variant (one "
+        "call for a variant slower than that)",
+        "times: medians over all rounds; ratios: medians over rounds of the "
+        "ratio within a round; range: smallest and largest per-round ratio",
+    ]
+    if c["quick"]:
+        lines.append(
+            "quick mode: timings are not meaningful (tiny sizes, for smoke tests)"
+        )
+    if "maps" in results:
+        lines += [
+            "",
+            f"== Maps: {c['blocks']} orthogonal blocks of (n, n); "
+            "median time per call ==",
+            "ours: torch_ortho_patch.orthogonal(m, 'weight', map, blocks=k) "
+            "on (k n, n)",
+            "upstream: torch's orthogonal(m, 'weight', map) on (k, n, n); "
+            "loop: k torch parametrizations on (n, n)",
+            "stacked*: ours with its default map (matrix_exp) vs torch's orthogonal on "
+            "the stacked (k n, n) weight with its default map (householder)",
+            "",
+            format_maps(results["maps"], c["rounds"]),
+        ]
+    if "rnn" in results:
+        shape = results["rnn"][0] if results["rnn"] else {}
+        lines += [
+            "",
+            f"== RNN training step: forward + backward + SGD, seq {shape.get('seq')}, "
+            f"batch {shape.get('batch')}; median time per step ==",
+            "ours_fix: blocks=k, install() in effect (RNN read-once fix on); "
+            "ours_nofix: same, not installed;",
+            "upstream_stacked: torch's orthogonal on the stacked weight (householder), "
+            "not installed",
+            "",
+            format_rnn(results["rnn"]),
+        ]
+    lines += ["", "== Goals =="]
+    for g in results["goals"]:
+        value = "-" if g["value"] is None else f"{g['value']:.2f}"
+        lines.append(
+            f"{g['name']} = {value} (target <= {g['target']}): {g['status']}  "
+            f"[{g['description']}]"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------
+# Entry points
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=_PROG,
+        description="Time torch_ortho_patch's block-orthogonal parametrizations "
+        "against torch's orthogonal, side by side in one process, and print "
+        "the ratios.",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="torch.set_num_threads(N) for the measurements (default: 1)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes and run times, for smoke tests; timings are not meaningful",
+    )
+    parser.add_argument(
+        "--json", metavar="PATH", help="also write the results as JSON to PATH"
+    )
+    parser.add_argument(
+        "--only", choices=("maps", "rnn"), help="run one section only"
+    )
+    parser.add_argument(
+        "--min-run-time",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="blocked_autorange min_run_time per variant and round "
+        f"(default: 0.2, or {_QUICK_MIN_RUN_TIME} with --quick)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        metavar="R",
+        help="measurement rounds, interleaving the variants (default: 5, or 1 "
+        "with --quick)",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="matrix sizes n of the maps section (default: 64 256 512, or 16 "
+        "with --quick)",
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="device to run on, e.g. cpu or cuda (default: cpu)",
+    )
+    return parser
+
+
+def run(
+    *,
+    threads: int = 1,
+    quick: bool = False,
+    only: str | None = None,
+    min_run_time: float | None = None,
+    rounds: int | None = None,
+    device: str = "cpu",
+    sizes: list[int] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    r"""Run the benchmarks and return the results as a JSON-serialisable dict.
+
+    The number of torch threads and the install state are restored on return.
+    """
+    if threads < 1:
+        raise ValueError(f"Expected threads to be a positive int. Got {threads}.")
+    if rounds is not None and rounds < 1:
+        raise ValueError(f"Expected rounds to be a positive int. Got {rounds}.")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"Expected an available device. Got {device!r}.")
+    if min_run_time is None:
+        min_run_time = _QUICK_MIN_RUN_TIME if quick else 0.2
+    if rounds is None:
+        rounds = 1 if quick else 5
+    log = log or (lambda msg: None)
+
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        results: dict[str, Any] = {
+            "header": _header(dev, threads),
+            "config": {
+                "quick": quick,
+                "only": only,
+                "min_run_time": min_run_time,
+                "rounds": rounds,
+                "blocks": _BLOCKS,
+                "sizes": list(sizes or (_QUICK_SIZES if quick else _SIZES)),
+            },
+        }
+        with _patch_state(False), _quiet_fd1():
+            if only in (None, "maps"):
+                if sizes is None:
+                    sizes = _QUICK_SIZES if quick else _SIZES
+                results["maps"] = _bench_maps(
+                    sizes, _BLOCKS, dev, threads, min_run_time, rounds, log
+                )
+            if only in (None, "rnn"):
+                shape = _QUICK_RNN_SHAPE if quick else _RNN_SHAPE
+                results["rnn"] = _bench_rnn(
+                    shape, dev, threads, min_run_time, rounds, log
+                )
+        results["goals"] = _goals(results)
+    finally:
+        torch.set_num_threads(old_threads)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    r"""Run ``bench`` on ``argv`` (default: ``sys.argv[1:]``) and return 0."""
+    args = _parser().parse_args(argv)
+    if args.threads < 1:
+        _parser().error(f"--threads: expected a positive int, got {args.threads}")
+
+    start = time.perf_counter()
+
+    def log(msg: str) -> None:
+        elapsed = time.perf_counter() - start
+        print(f"[bench {elapsed:5.0f} s] {msg}", file=sys.stderr, flush=True)
+
+    results = run(
+        threads=args.threads,
+        quick=args.quick,
+        only=args.only,
+        min_run_time=args.min_run_time,
+        rounds=args.rounds,
+        device=args.device,
+        sizes=args.sizes,
+        log=log,
+    )
+    print(format_report(results), end="", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"format": 1, "runs": [results]}, f, indent=1)
+            f.write("\n")
+    return 0
