@@ -122,7 +122,7 @@ def _device_name(device: torch.device) -> str:
 def _matrix_exp_impl() -> str:
     # What our matrix_exp map runs, read off the autograd graph that it records:
     # torch.matrix_exp, or a custom autograd Function (such as the skew
-    # exponential of _skew_expm once it is wired in).
+    # exponential _SkewMatrixExpWithJvp under autograd).
     from .parametrizations import matrix_exp_map
 
     X = torch.randn(2, 4, 4, requires_grad=True)
