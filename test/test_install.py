@@ -188,17 +188,17 @@ class TestInstall(TestCase):
         self.assertFalse(_install._torch_has_blocks())
 
     def test_version_gate(self):
-        with mock.patch.object(torch, "__version__", "2.0.1"):
+        with mock.patch.object(torch, "__version__", "2.12.1"):
             with self.assertRaises(RuntimeError) as cm:
                 torch_ortho_patch.install()
         self.assertExpectedInline(
             str(cm.exception),
-            """torch_ortho_patch.install() does not support this PyTorch. Expected torch >= 2.1. Got 2.0.1.""",  # noqa: B950
+            """torch_ortho_patch.install() does not support this PyTorch. Expected torch >= 2.13. Got 2.12.1.""",  # noqa: B950
         )
         self.assertFalse(torch_ortho_patch.is_installed())
         self.assertRestored()
         # The floor itself, and version strings with local parts, are accepted.
-        for version in ("2.1.0", "2.10.0a0+git1234", "3.0"):
+        for version in ("2.13.0", "2.14.0a0+git1234", "3.0"):
             with mock.patch.object(torch, "__version__", version):
                 torch_ortho_patch.install()
                 self.assertTrue(torch_ortho_patch.is_installed())

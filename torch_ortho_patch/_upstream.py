@@ -572,9 +572,12 @@ def build_diff(
 
     Example::
 
-        >>> # xdoctest: +SKIP
         >>> from torch_ortho_patch._upstream import build_diff
-        >>> print(build_diff(), end="")
+        >>> patch = build_diff()
+        >>> patch.splitlines()[0]
+        'diff --git a/torch/nn/utils/parametrizations.py b/torch/nn/utils/parametrizations.py'
+        >>> "torch_ortho_patch" in patch
+        False
     """
     files = patched_files(torch_src, block_checks)
     return "".join(_unified(path, old, new) for path, (old, new) in files.items())
