@@ -8,7 +8,6 @@
 # at build time but needs latex and dvipng, which the CI machine does not have.
 # Intersphinx is off on purpose, so references to torch objects stay plain text.
 
-import os
 import sys
 from pathlib import Path
 

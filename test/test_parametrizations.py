@@ -3,7 +3,6 @@
 ``test_orthogonal_parametrization`` in ``test/nn/test_parametrization.py``."""
 
 import copy
-import itertools
 import pickle
 import warnings
 

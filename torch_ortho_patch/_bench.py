@@ -25,11 +25,9 @@ can be written as JSON with ``--json`` and plotted with ``benchmarks/plot.py``.
 
 import argparse
 import contextlib
-import ctypes
 import datetime
 import json
 import math
-import os
 import platform
 import statistics
 import sys
@@ -41,6 +39,8 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn as nn
 from torch.utils.benchmark import Timer
+
+from ._check import _quiet_stdout
 
 
 __all__ = ["main", "run", "GOALS"]
@@ -185,28 +185,6 @@ def _patch_state(patched: bool) -> Iterator[None]:
     finally:
         if is_installed() != was:
             (install if was else uninstall)()
-
-
-@contextlib.contextmanager
-def _quiet_fd1() -> Iterator[None]:
-    # LAPACK reports the faults of pytorch#142815 on file descriptor 1, once
-    # per call. Nothing of ours is printed while this is active.
-    sys.stdout.flush()
-    try:
-        saved = os.dup(1)
-    except OSError:  # no file descriptor 1
-        yield
-        return
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, 1)
-        yield
-    finally:
-        with contextlib.suppress(Exception):
-            ctypes.CDLL(None).fflush(None)
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(null)
 
 
 def _stats(times: list[float]) -> dict[str, float]:
@@ -942,7 +920,7 @@ def run(
                 "sizes": list(sizes or (_QUICK_SIZES if quick else _SIZES)),
             },
         }
-        with _patch_state(False), _quiet_fd1():
+        with _patch_state(False), _quiet_stdout():
             if only in (None, "maps"):
                 if sizes is None:
                     sizes = _QUICK_SIZES if quick else _SIZES
