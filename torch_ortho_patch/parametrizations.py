@@ -832,7 +832,7 @@ class _Orthogonal(Module):
         else:
             # Complete the k orthonormal directions to an n x n orthogonal base.
             N = torch.randn(
-                *(Q.size()[:-2] + (n, n - k)), dtype=Q.dtype, device=Q.device
+                *Q.shape[:-2], n, n - k, dtype=Q.dtype, device=Q.device
             )
             Q = _make_orthogonal(torch.cat([Q, N], dim=-1))
         self.base = Q
@@ -896,10 +896,9 @@ def orthogonal(
 
     .. math::
 
-        \begin{align*}
-            Q^{\text{H}}Q &= \mathrm{I}_n \mathrlap{\qquad \text{if }m \geq n}\\
-            QQ^{\text{H}} &= \mathrm{I}_m \mathrlap{\qquad \text{if }m < n}
-        \end{align*}
+        Q^{\text{H}} Q = \mathrm{I}_n \quad \text{for } m \geq n,
+        \qquad
+        Q Q^{\text{H}} = \mathrm{I}_m \quad \text{for } m < n,
 
     where :math:`Q^{\text{H}}` is the conjugate transpose (the transpose for real
     :math:`Q`). So :math:`Q` is orthogonal (unitary) when it is square, and has
@@ -920,7 +919,7 @@ def orthogonal(
     tensor (see :func:`orthogonal_map`, which exposes the same maps):
 
     - ``"matrix_exp"``/``"cayley"``: the :func:`~torch.matrix_exp`
-      :math:`Q = \exp(A)` or the `Cayley map`_
+      :math:`Q = \exp(A)` or the `Cayley map <https://en.wikipedia.org/wiki/Cayley_transform#Matrix_map>`_
       :math:`Q = (\mathrm{I}_n + A/2)(\mathrm{I}_n - A/2)^{-1}` of a
       skew-symmetric (skew-Hermitian) :math:`A`;
     - ``"householder"``: a product of Householder reflectors
@@ -936,7 +935,7 @@ def orthogonal(
     (per block) is stored in
     ``module.parametrizations.weight[0].base`` and :math:`Q` is :math:`B` times
     the map of the original tensor. This helps convergence at the cost of some
-    memory. See `Trivializations for Gradient-Based Optimization on Manifolds`_.
+    memory. See `Lezcano-Casado (2019) <https://arxiv.org/abs/1909.09501>`_.
 
     Initial value of :math:`Q`: if the tensor is not parametrized yet and
     ``use_trivialization=True``, or ``orthogonal_map="householder"``, each
@@ -947,15 +946,15 @@ def orthogonal(
     composition of all registered parametrizations applied to the original tensor.
 
     .. note::
-        This function is implemented using the parametrization functionality
-        in :func:`~torch.nn.utils.parametrize.register_parametrization`.
+        The constraint is registered with
+        :func:`~torch.nn.utils.parametrize.register_parametrization`, so the
+        unconstrained tensor lives in ``module.parametrizations[name].original``.
 
-    .. _`Cayley map`: https://en.wikipedia.org/wiki/Cayley_transform#Matrix_map
-    .. _`Trivializations for Gradient-Based Optimization on Manifolds`: https://arxiv.org/abs/1909.09501
 
     Args:
-        module (nn.Module): module on which to register the parametrization.
-        name (str, optional): name of the tensor to make orthogonal. Default: ``"weight"``.
+        module (nn.Module): the module that holds the tensor.
+        name (str, optional): name of the parameter or buffer to constrain.
+            Default: ``"weight"``.
         orthogonal_map (str, optional): one of ``"matrix_exp"``, ``"cayley"``,
             ``"householder"``. Default: ``"matrix_exp"`` if the matrix (the block,
             with ``blocks``) is square or complex, ``"householder"`` otherwise.
