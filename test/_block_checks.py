@@ -114,6 +114,13 @@ def check_cayley_two_threads(P, n=256):
         Qb.sum().backward()
         if not torch.isfinite(X.grad).all():
             raise AssertionError("cayley backward is not finite with 2 threads")
+        # Under vmap the batch is hidden from the map, and still must not reach
+        # the batched LU.
+        Xs = X.detach().unflatten(0, (3, n))
+        Qv = torch.vmap(P.cayley_map)(Xs)
+        check_blocks_orthogonal(Qv, None, "vmap(cayley_map), 2 threads")
+        if not torch.allclose(Qv, P.cayley_map(Xs), atol=1e-5):
+            raise AssertionError("vmap(cayley_map) differs from cayley_map")
     finally:
         torch.set_num_threads(threads)
 

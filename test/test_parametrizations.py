@@ -284,6 +284,24 @@ class TestOrthogonalUpstreamCompat(TestCase):
             with torch.no_grad():
                 self.assertEqual(ours.weight, theirs.weight, atol=0, rtol=0)
 
+    @parametrize_test("orthogonal_map", MAPS)
+    def test_partly_and_nearly_orthogonal_batches_equal_upstream(self, orthogonal_map):
+        # Upstream keeps or orthogonalizes a batch as a whole, with the tolerance
+        # of allclose (rtol=1e-5 on top of 10 n eps). Without blocks we do too.
+        Q64, _ = torch.linalg.qr(torch.randn(3, 5, 5, dtype=torch.float64))
+        nearly = (Q64 * (1 + 4e-6)).float()  # off by more than 10 n eps, within rtol
+        partly = torch.cat([Q64[:2].float(), torch.randn(1, 5, 5)])
+        for W in (nearly, partly):
+            results = []
+            for fn in (_orthogonal_quiet, upstream.orthogonal):
+                m = nn.Linear(1, 1)
+                m.weight = nn.Parameter(W.clone())
+                torch.manual_seed(3)
+                fn(m, orthogonal_map=orthogonal_map)
+                with torch.no_grad():
+                    results.append(m.weight.clone())
+            self.assertEqual(results[0], results[1], atol=0, rtol=0)
+
     def test_complex_equals_upstream(self):
         for shape in [(4, 4), (5, 3)]:
             W = torch.randn(shape, dtype=torch.complex128)

@@ -275,6 +275,12 @@ def installed() -> Iterator[None]:
     installed on entry, it stays installed on exit. The patch is global to the
     process, not to the thread that entered the context.
 
+    .. note::
+        Contexts nest within one thread. Contexts that overlap across threads
+        without nesting do not: the first to have installed the patch removes
+        it on exit, while the other's body may still run. Call :func:`install`
+        once at start-up for threaded programs.
+
     Example::
 
         >>> import torch_ortho_patch

@@ -31,7 +31,8 @@ def _orthogonal_mask(Q, eps=None):
         # to tell a random matrix apart from an orthogonal one.
         eps = 10.0 * n * torch.finfo(Q.dtype).eps
     Id = torch.eye(k, dtype=Q.dtype, device=Q.device)
-    return ((Q.mH @ Q) - Id).abs().le(eps).all(dim=-1).all(dim=-1)
+    # The tolerance of torch.allclose(Q^H Q, Id, atol=eps), matrix by matrix.
+    return ((Q.mH @ Q) - Id).abs().le(eps + 1e-5 * Id.abs()).all(dim=-1).all(dim=-1)
 
 
 def _is_orthogonal(Q, eps=None):
@@ -79,8 +80,8 @@ def _check_blocks(blocks, shape):
 
 def _split_blocks(X, blocks):
     # (..., blocks * n, k) -> (..., blocks, n, k). See Note [Row blocks].
-    # One block is the tensor itself: no extra batch dimension, so blocks=1 gives
-    # upstream's shapes and values exactly.
+    # One block is the tensor itself: no extra batch dimension, so blocks=1 runs
+    # the same batched operations on the same shapes as blocks=None.
     return X if blocks is None or blocks == 1 else X.unflatten(-2, (blocks, -1))
 
 
@@ -133,24 +134,28 @@ def _householder_sign(X):
 # measured 14.5 ms for the loop and 30.6 ms for Cholesky
 # (benchmarks/bench_cayley_solve.py). We take the loop only where the fault
 # can occur: it was seen from n = 159 on, never at n <= 144; 128 leaves room.
+# Under torch.vmap the batch is not in A.shape and a loop cannot split it, so
+# there we take the Cholesky route, written as the normal equations of A.
 _LU_UNSAFE_MIN_SIZE = 128
 
 
 def _solve(A, B):
     # torch.linalg.solve(A, B) for square A. See Note [CPU batched LU].
     n = A.size(-1)
-    batch = A.shape[:-2]
     # Static facts first: torch.get_num_threads() breaks a torch.compile graph.
-    if (
-        n >= _LU_UNSAFE_MIN_SIZE
-        and batch.numel() > 1
-        and A.device.type == "cpu"
-        and torch.get_num_threads() > 1
-    ):
-        As = A.reshape(-1, n, n).unbind(0)
-        Bs = B.reshape(-1, n, B.size(-1)).unbind(0)
-        X = torch.stack([torch.linalg.solve(a, b) for a, b in zip(As, Bs)])
-        return X.reshape(B.shape)
+    if n >= _LU_UNSAFE_MIN_SIZE and A.device.type == "cpu":
+        # vmap hides its batch dimension from A.shape, and a loop cannot split it.
+        vmapped = torch._C._functorch.is_batchedtensor(A)
+        if (vmapped or A.shape[:-2].numel() > 1) and torch.get_num_threads() > 1:
+            if vmapped:
+                # Normal equations A^H A X = A^H B by Cholesky, which has no LU.
+                # They square the condition number of A, which is fine for the
+                # Cayley map: I - A/2 has all its singular values >= 1.
+                return torch.cholesky_solve(A.mH @ B, torch.linalg.cholesky(A.mH @ A))
+            As = A.reshape(-1, n, n).unbind(0)
+            Bs = B.reshape(-1, n, B.size(-1)).unbind(0)
+            X = torch.stack([torch.linalg.solve(a, b) for a, b in zip(As, Bs)])
+            return X.reshape(B.shape)
     return torch.linalg.solve(A, B)
 
 
@@ -604,8 +609,9 @@ def cayley_map(X: Tensor) -> Tensor:
     .. note::
         On CPU with more than one thread, batched LU factorizations in some torch
         releases return wrong results for batches of large matrices
-        (pytorch#142815). This function solves one matrix at a time there, so its
-        result is correct for every batch size, matrix size and thread count.
+        (pytorch#142815). This function solves one matrix at a time there (by
+        Cholesky under :func:`torch.vmap`, which hides the batch), so its result
+        is correct for every batch size, matrix size and thread count.
 
     Args:
         X (Tensor): tensor of shape `(*, n, k)` of floating point or complex dtype.
@@ -823,6 +829,10 @@ class _Orthogonal(Module):
             # Both shortcuts keep the memory layout upstream gives the base, so
             # that B @ Q rounds the same way.
             keep = _orthogonal_mask(Q)
+            if self.blocks is None or self.blocks == 1:
+                # Without blocks a batch is kept or orthogonalized as a whole,
+                # as upstream does.
+                keep = keep.all().expand_as(keep)
             if bool(keep.all()):
                 Q = Q.clone()
             elif not bool(keep.any()):
