@@ -16,6 +16,18 @@ from torch import nn
 GATES = {nn.RNN: 1, nn.GRU: 3, nn.LSTM: 4}
 
 
+class Counting(nn.Module):
+    """Identity parametrization that counts its evaluations."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, X):
+        self.calls += 1
+        return X * 1.0
+
+
 def block_orthogonality_error(Q, blocks=None):
     """Largest entry of Q_b^H Q_b - I (tall blocks) or Q_b Q_b^H - I (wide) over all blocks."""
     Q = Q.detach()

@@ -16,19 +16,8 @@ from torch.testing._internal.common_utils import (
 )
 
 import torch_ortho_patch
+from _block_checks import Counting
 from torch_ortho_patch import _rnn
-
-
-class Counting(nn.Module):
-    r"""Identity parametrization that counts its evaluations."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = 0
-
-    def forward(self, X):
-        self.calls += 1
-        return X * 1.0
 
 
 RNNS = {"RNN": nn.RNN, "LSTM": nn.LSTM, "GRU": nn.GRU}

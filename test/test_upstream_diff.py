@@ -10,10 +10,10 @@ import uuid
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 from torch.nn.utils import parametrize
 from torch.testing._internal.common_utils import run_tests, TestCase
 
+from _block_checks import Counting, run_block_checks
 from torch_ortho_patch import _upstream
 from torch_ortho_patch._upstream import build_diff, patched_files
 
@@ -65,16 +65,6 @@ def load(name: str, path: Path):
     return module
 
 
-class Counting(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.calls = 0
-
-    def forward(self, X):
-        self.calls += 1
-        return X * 1.0
-
-
 class TestUpstreamDiff(TestCase):
     def setUp(self):
         super().setUp()
@@ -120,11 +110,6 @@ diff --git a/test/nn/test_parametrization_orthogonal_blocks.py b/test/nn/test_pa
         for name in ("orthogonal", "spectral_norm", "weight_norm", *NEW_NAMES):
             self.assertIn(name, P.__all__)
             self.assertTrue(callable(getattr(P, name)))
-        sys.path.insert(0, str(REPO / "test"))
-        try:
-            from _block_checks import run_block_checks
-        finally:
-            sys.path.remove(str(REPO / "test"))
         run_block_checks(P)
 
         # The patched rnn.py reads each weight once per forward. Loading it as a
