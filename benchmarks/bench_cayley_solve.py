@@ -1,6 +1,6 @@
 r"""Compare two correct ways to solve the Cayley system on CPU with 2 threads.
 
-See Note [CPU batched LU] in ``torch_ortho_patch/parametrizations.py``. Torch's
+See Note [CPU batched LU] in ``torch_ortho_patch/_patches/cayley_batched_lu.py``. Torch's
 batched LU is wrong there for batches of large matrices, so the Cayley map
 needs another route. This script times, side by side, forward + backward of
 

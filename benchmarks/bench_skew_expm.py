@@ -29,10 +29,10 @@ from torch.utils.benchmark import Timer
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from torch_ortho_patch.parametrizations import (  # noqa: E402
+from torch_ortho_patch._skew_expm import (  # noqa: E402
     _factorize,
     _frechet,
-    _skew_matrix_exp as skew_matrix_exp,
+    skew_matrix_exp,
 )
 
 

@@ -18,10 +18,10 @@ import json
 import sys
 
 _MAP_ORDER = ("matrix_exp", "cayley", "householder", "stacked")
-_RNN_VARIANTS = ("ours_fix", "ours_nofix", "upstream_stacked")
+_RNN_VARIANTS = ("ours_installed", "ours_direct", "upstream_stacked")
 _RNN_LABELS = {
-    "ours_fix": "ours",
-    "ours_nofix": "ours,\nno fix",
+    "ours_installed": "ours,\ninstall()",
+    "ours_direct": "ours,\ndirect",
     "upstream_stacked": "torch\ntoday",
 }
 _TICKS = (0.05, 0.1, 0.2, 0.33, 0.5, 1, 2, 3, 5, 10, 20, 50, 100)
@@ -190,7 +190,7 @@ def plot(runs, output):
             ax_rnn.bar(x, ratio - 1, width, bottom=1, color=colors[i % len(colors)])
             _value(ax_rnn, x, ratio)
     ax_rnn.axhline(1.0, color="gray", lw=1, ls="--")
-    gru = [j for j, g in enumerate(groups) if g[0] == "GRU" and g[2] == "ours_fix"]
+    gru = [j for j, g in enumerate(groups) if g[0] == "GRU" and g[2] == "ours_installed"]
     if gru:
         j = gru[0]
         line = ax_rnn.hlines(2.0, j - 0.45, j + 0.45, color="red", lw=1.5)

@@ -3,10 +3,9 @@
 ``run_block_checks(P)`` takes a module with the API of
 ``torch.nn.utils.parametrizations`` (``orthogonal`` with ``blocks``, and the
 public maps) and raises ``AssertionError`` on the first failure. Our suite runs
-it against ``torch_ortho_patch.parametrizations``; ``test_upstream_diff.py``
-runs it against torch's own file with the generated diff applied, so the pull
-request is proven by the same checks as the package. This file imports only
-torch, so the diff can carry it into PyTorch's test tree.
+it against ``torch_ortho_patch.parametrizations``, and shows that torch's own
+module fails it. The tests that go upstream with each patch are in
+``upstream_tests.py``.
 """
 
 import torch

@@ -21,7 +21,7 @@ from torch_ortho_patch.__main__ import main as cli_main
 
 
 REPO = Path(__file__).absolute().parent.parent
-_VARIANTS = ("unconstrained", "ours_fix", "ours_nofix", "upstream_stacked")
+_VARIANTS = ("unconstrained", "ours_installed", "ours_direct", "upstream_stacked")
 
 
 def _load_plot():
@@ -75,8 +75,8 @@ class TestBench(TestCase):
             for variant in _VARIANTS:
                 self.assertRegex(out, rf"\n{re.escape(rnn)} .* {variant} ")
         # Goals are only judged on the full sizes.
-        self.assertIn("R1 = - (target <= 0.33): not measured", out)
-        self.assertIn("R2 = - (target <= 2.0): not measured", out)
+        self.assertIn("R1-256 = - (target <= 0.33): not measured", out)
+        self.assertIn("R2-GRU-direct = - (target <= 2.0): not measured", out)
 
     def test_json(self):
         self.assertEqual(self.data["format"], 1)
@@ -101,13 +101,17 @@ class TestBench(TestCase):
         for row in run["rnn"]:
             ratios = row["ratio_vs_unconstrained"]
             self.assertEqual(
-                set(ratios), {"ours_fix", "ours_nofix", "upstream_stacked"}
+                set(ratios), {"ours_installed", "ours_direct", "upstream_stacked"}
             )
             self.assertTrue(all(r > 0 for r in ratios.values()))
             # See Note [RNN weights read once per forward]
-            self.assertEqual(row["evals_per_forward"]["ours_fix"], 1)
-            self.assertGreater(row["evals_per_forward"]["ours_nofix"], 1)
-        self.assertEqual([g["status"] for g in run["goals"]], ["not measured"] * 2)
+            # with install() and without it.
+            self.assertEqual(row["evals_per_forward"]["ours_installed"], 1)
+            self.assertEqual(row["evals_per_forward"]["ours_direct"], 1)
+            self.assertGreater(row["evals_per_forward"]["upstream_stacked"], 1)
+        self.assertEqual(
+            [g["status"] for g in run["goals"]], ["not measured"] * len(_bench.GOALS)
+        )
 
     def test_restores_threads_and_install_state(self):
         self.assertEqual(self.threads_after, self.threads_before)
@@ -121,7 +125,7 @@ class TestBench(TestCase):
         self.assertNotIn("rnn", results)
         self.assertEqual({row["n"] for row in results["maps"]}, {4})
         report = _bench.format_report(results)
-        self.assertIn("R2 = - (target <= 2.0): not measured", report)
+        self.assertIn("R2-GRU-installed = - (target <= 2.0): not measured", report)
 
     def test_measure_reports_a_raising_variant(self):
         def fails():
@@ -159,14 +163,15 @@ class TestBench(TestCase):
             ],
             "rnn": [
                 {"rnn": "GRU", "hidden": 256,
-                 "ratio_vs_unconstrained": {"ours_fix": 1.5}},
+                 "ratio_vs_unconstrained": {"ours_installed": 1.5, "ours_direct": 2.1}},
             ],
         }
-        goals = _bench._goals(results)
-        self.assertEqual(
-            [(g["name"], g["value"], g["status"]) for g in goals],
-            [("R1", 0.5, "MISS"), ("R2", 1.5, "PASS")],
-        )
+        goals = {g["name"]: (g["value"], g["status"]) for g in _bench._goals(results)}
+        self.assertEqual(goals["R1-256"], (0.5, "MISS"))
+        self.assertEqual(goals["R1-64"], (None, "not measured"))
+        self.assertEqual(goals["R2-GRU-installed"], (1.5, "PASS"))
+        self.assertEqual(goals["R2-GRU-direct"], (2.1, "MISS"))
+        self.assertEqual(goals["R2-LSTM-direct"], (None, "not measured"))
 
     def test_bad_arguments(self):
         with contextlib.redirect_stderr(io.StringIO()) as err:

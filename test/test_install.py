@@ -87,8 +87,13 @@ class TestInstall(TestCase):
             self.assertIn(name, P.__all__)
         old_all = self.before["__all__ items"]
         self.assertEqual(P.__all__[: len(old_all)], old_all)
-        self.assertIs(RNNBase._init_flat_weights, _rnn._init_flat_weights)
-        self.assertIs(RNNBase._update_flat_weights, _rnn._update_flat_weights)
+        amended = _rnn.methods()
+        self.assertEqual(
+            set(amended),
+            {"_init_flat_weights", "_weights_have_changed", "_update_flat_weights", "__deepcopy__"},
+        )
+        for name, fn in amended.items():
+            self.assertIs(vars(RNNBase)[name], fn)
         # See Note [What install() patches]: torch's private classes stay.
         self.assertIsNot(P._Orthogonal, ours._Orthogonal)
         self.assertIs(

@@ -337,22 +337,24 @@ class TestOrthogonalMessages(TestCase):
     def test_warning_gru(self):
         self.assertExpectedInline(
             self._warning(nn.GRU(2, 2), "weight_hh_l0"),
-            """orthogonal: 'weight_hh_l0' of GRU has shape (6, 2) and stacks 3 gate matrices of shape (2, 2) along dim -2. Without blocks, the whole (6, 2) matrix gets orthonormal columns and no gate matrix is orthogonal. Pass blocks=3 to make each gate matrix orthogonal.""",
+            """orthogonal: 'weight_hh_l0' of GRU stacks 3 gate matrices of shape (2, 2) along dim 0. Without blocks it is constrained as one (6, 2) matrix, and its gate matrices are not orthogonal. Pass blocks=3 for each gate matrix to be orthogonal, or blocks=1 to keep the constraint on the whole matrix without this warning.""",
         )
 
     def test_warning_lstm(self):
         self.assertExpectedInline(
             self._warning(nn.LSTM(3, 5, bidirectional=True), "weight_ih_l0_reverse"),
-            """orthogonal: 'weight_ih_l0_reverse' of LSTM has shape (20, 3) and stacks 4 gate matrices of shape (5, 3) along dim -2. Without blocks, the whole (20, 3) matrix gets orthonormal columns and no gate matrix is orthogonal. Pass blocks=4 to make each gate matrix orthogonal.""",
+            """orthogonal: 'weight_ih_l0_reverse' of LSTM stacks 4 gate matrices of shape (5, 3) along dim 0. Without blocks it is constrained as one (20, 3) matrix, and its gate matrices are not orthogonal. Pass blocks=4 for each gate matrix to have orthonormal columns, or blocks=1 to keep the constraint on the whole matrix without this warning.""",
         )
 
-    def test_warning_generic(self):
-        self.assertExpectedInline(
-            self._warning(nn.Linear(5, 3)),
-            """orthogonal: 'weight' has shape (3, 5), which is not square, so the parametrized matrix will have orthonormal rows but will not be orthogonal. If it stacks k matrices along dim -2, pass blocks=k to make each of them orthogonal. Pass blocks=1 to keep this behaviour without this warning.""",
-        )
-        # nn.RNN stacks no gates: its non-square weight_ih is one matrix.
-        self.assertIn("pass blocks=k", self._warning(nn.RNN(3, 4), "weight_ih_l0"))
+    def test_no_warning_for_plain_matrices(self):
+        # A non-square matrix that stacks no gates gets orthonormal columns or
+        # rows, as orthogonal() documents; that is no reason to warn. nn.RNN
+        # stacks no gates either.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            P.orthogonal(nn.Linear(5, 3))
+            P.orthogonal(nn.Linear(20, 40))  # the example of torch's docstring
+            P.orthogonal(nn.RNN(3, 4), "weight_ih_l0")
 
     def test_no_warning(self):
         with warnings.catch_warnings():
@@ -378,23 +380,23 @@ class TestOrthogonalMessages(TestCase):
         gru = nn.GRU(2, 2)
         self.assertExpectedInline(
             self._error(ValueError, P.orthogonal, gru, "weight_hh_l0", blocks=4),
-            """Expected blocks to divide the number of rows (dim -2) of the tensor. Got blocks=4 for a tensor of shape (6, 2) with 6 rows.""",
+            """Expected blocks to be a positive divisor of the number of rows (dim -2) of 'weight_hh_l0', 6. Got blocks=4.""",
         )
         self.assertExpectedInline(
             self._error(ValueError, P.orthogonal, gru, "weight_hh_l0", blocks=0),
-            """Expected blocks to be a positive int. Got blocks=0.""",
+            """Expected blocks to be a positive divisor of the number of rows (dim -2) of 'weight_hh_l0', 6. Got blocks=0.""",
         )
         self.assertExpectedInline(
             self._error(TypeError, P.orthogonal, gru, "weight_hh_l0", blocks=True),
-            """Expected blocks to be a positive int. Got blocks=True of type bool.""",
+            """Expected blocks to be an int or None. Got True of type bool.""",
         )
         self.assertExpectedInline(
             self._error(TypeError, P.orthogonal, gru, "weight_hh_l0", blocks=3.0),
-            """Expected blocks to be a positive int. Got blocks=3.0 of type float.""",
+            """Expected blocks to be an int or None. Got 3.0 of type float.""",
         )
         self.assertExpectedInline(
             self._error(TypeError, P.orthogonal, gru, "weight_hh_l0", blocks="3"),
-            """Expected blocks to be a positive int. Got blocks='3' of type str.""",
+            """Expected blocks to be an int or None. Got '3' of type str.""",
         )
         # Nothing was registered by the failed calls.
         self.assertFalse(parametrize.is_parametrized(gru))
@@ -413,7 +415,7 @@ class TestOrthogonalMessages(TestCase):
     def test_map_errors(self):
         self.assertExpectedInline(
             self._error(ValueError, P.orthogonal_map, torch.randn(3, 3), "svd"),
-            """Expected method to be one of "matrix_exp", "cayley", "householder". Got: 'svd'""",
+            """Expected method to be one of "matrix_exp", "cayley", "householder". Got 'svd'.""",
         )
         self.assertExpectedInline(
             self._error(TypeError, P.cayley_map, torch.ones(3, 3, dtype=torch.long)),
@@ -435,7 +437,7 @@ class TestOrthogonalMessages(TestCase):
         )
         self.assertExpectedInline(
             self._error(ValueError, P.orthogonal_map, torch.randn(7, 2), blocks=2),
-            """Expected blocks to divide the number of rows (dim -2) of the tensor. Got blocks=2 for a tensor of shape (7, 2) with 7 rows.""",
+            """Expected blocks to be a positive divisor of the number of rows (dim -2) of 'X', 7. Got blocks=2.""",
         )
 
     def test_repr_gru(self):

@@ -1,5 +1,5 @@
 # Owner(s): ["module: nn"]
-# Tests of Note [RNN weights read once per forward] (torch_ortho_patch/_rnn.py).
+# Tests of Note [RNN weights read once per forward] (torch_ortho_patch/_patches/rnn_read_once.py).
 import copy
 import pickle
 import warnings
@@ -54,6 +54,22 @@ class TestRNNReadsWeightsOnce(TestCase):
         # getattr() in both _weights_have_changed() and _init_flat_weights().
         rnn, counters = counted(RNNS[kind], ["weight_hh_l0"], device)
         self.assertEqual(calls_per_forward(rnn, counters, device), [4])
+
+    @parametrize_test("kind", list(RNNS))
+    def test_once_per_forward_without_install(self, device, kind):
+        # torch_ortho_patch.orthogonal amends the class that parametrize gives
+        # this one module, and removing the parametrization takes it back.
+        rnn = RNNS[kind](5, 5).to(device)
+        blocks = {"RNN": 1, "GRU": 3, "LSTM": 4}[kind]
+        torch_ortho_patch.orthogonal(rnn, "weight_hh_l0", blocks=blocks)
+        counter = Counting()
+        parametrize.register_parametrization(rnn, "weight_hh_l0", counter)
+        self.assertEqual(calls_per_forward(rnn, [counter], device), [1])
+        other = RNNS[kind](5, 5).to(device)
+        self.assertIs(type(other)._update_flat_weights, RNNBase._update_flat_weights)
+        self.assertEqual(RNNBase._update_flat_weights.__module__, "torch.nn.modules.rnn")
+        parametrize.remove_parametrizations(rnn, "weight_hh_l0")
+        self.assertIs(type(rnn), RNNS[kind])
 
     @parametrize_test("kind", list(RNNS))
     def test_once_per_forward(self, device, kind):
@@ -116,8 +132,13 @@ class TestRNNBaseBackwardCompatibility(TestCase):
         self.addCleanup(torch_ortho_patch.uninstall)
 
     def test_methods_installed_and_restored(self):
-        self.assertIs(RNNBase._init_flat_weights, _rnn._init_flat_weights)
-        self.assertIs(RNNBase._update_flat_weights, _rnn._update_flat_weights)
+        amended = _rnn.methods()
+        self.assertEqual(
+            set(amended),
+            {"_init_flat_weights", "_weights_have_changed", "_update_flat_weights", "__deepcopy__"},
+        )
+        for name, fn in amended.items():
+            self.assertIs(vars(RNNBase)[name], fn)
         torch_ortho_patch.uninstall()
         for name in ("_init_flat_weights", "_update_flat_weights"):
             method = getattr(RNNBase, name)

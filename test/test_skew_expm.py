@@ -1,6 +1,6 @@
 # Owner(s): ["module: nn"]
 #
-# Tests for the skew matrix exponential behind matrix_exp_map (torch_ortho_patch.parametrizations._skew_matrix_exp).
+# Tests for the skew matrix exponential behind matrix_exp_map (torch_ortho_patch._skew_expm.skew_matrix_exp).
 # See Note [Skew matrix exponential via eigh] and
 # Note [Higher order derivatives of the skew matrix exponential].
 
@@ -16,8 +16,8 @@ from torch.testing._internal.common_device_type import (
 )
 from torch.testing._internal.common_utils import parametrize, run_tests, TestCase
 
-import torch_ortho_patch.parametrizations as P
-from torch_ortho_patch.parametrizations import _skew_matrix_exp as skew_matrix_exp
+import torch_ortho_patch._skew_expm as P
+from torch_ortho_patch._skew_expm import skew_matrix_exp
 
 
 ALL_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)

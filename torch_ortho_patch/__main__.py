@@ -56,6 +56,17 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         "torch/nn/modules/rnn.py, a new test file and, with --torch-src, the docs.",
     )
     diff.add_argument(
+        "--stack",
+        metavar="DIR",
+        help="write the change as a series of patches, 0001-*.patch, ..., in "
+        "`git format-patch` form to DIR instead of printing it squashed",
+    )
+    diff.add_argument(
+        "--author",
+        metavar="'NAME <EMAIL>'",
+        help="author of the patches written with --stack",
+    )
+    diff.add_argument(
         "--torch-src",
         metavar="PATH",
         help="root of a PyTorch checkout to diff against "
@@ -139,11 +150,18 @@ def main(argv: list[str] | None = None) -> int:
             run_parser.error("expected either SCRIPT or -m MODULE")
         return _run(ns.script, ns.module, rest)
     if ns.command == "diff":
-        from ._upstream import build_diff
+        from ._upstream import build_diff, DEFAULT_AUTHOR, write_series
 
         try:
-            sys.stdout.write(build_diff(ns.torch_src))
-        except (ValueError, RuntimeError) as e:
+            if ns.stack is None:
+                sys.stdout.write(build_diff(ns.torch_src))
+            else:
+                paths = write_series(
+                    ns.stack, ns.torch_src, author=ns.author or DEFAULT_AUTHOR
+                )
+                for path in paths:
+                    print(path)
+        except (ValueError, RuntimeError, OSError) as e:
             parser.exit(2, f"{_PROG} diff: error: {e}\n")
         return 0
     raise AssertionError(f"unhandled command {ns.command!r}")

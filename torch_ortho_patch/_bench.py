@@ -48,7 +48,7 @@ __all__ = ["main", "run", "GOALS"]
 _PROG = "python -m torch_ortho_patch bench"
 _MAPS = ("matrix_exp", "cayley", "householder")
 _BLOCKS = 3  # k of the maps section: the gate count of a GRU
-_SIZES = (64, 256, 512)
+_SIZES = (64, 128, 256, 512)
 _QUICK_SIZES = (16,)
 # RNN section: (class name, gate count); hidden = input size.
 _RNNS = (("GRU", 3), ("LSTM", 4))
@@ -65,17 +65,27 @@ class Goal(NamedTuple):
 
 GOALS = (
     Goal(
-        "R1",
-        "ours matrix_exp fwd+bwd, blocks=3 on (768, 256) / torch's orthogonal "
-        "matrix_exp on (3, 256, 256)",
-        0.33,
+        "R1-64",
+        "ours matrix_exp fwd+bwd, blocks=3 on (192, 64) / torch's orthogonal "
+        "matrix_exp on (3, 64, 64)",
+        0.4,
     ),
+    Goal("R1-128", "the same at n = 128", 0.3),
+    Goal("R1-256", "the same at n = 256", 0.33),
+    Goal("R1-512", "the same at n = 512", 0.33),
     Goal(
-        "R2",
-        "GRU(256, 256) training step with block-orthogonal weight_hh_l0 "
-        "(installed) / unconstrained step",
+        "R2-GRU-installed",
+        "GRU(256, 256) training step with block-orthogonal weight_hh_l0, "
+        "install() in effect / unconstrained step",
         2.0,
     ),
+    Goal(
+        "R2-GRU-direct",
+        "the same with tp.orthogonal called directly, no install()",
+        2.0,
+    ),
+    Goal("R2-LSTM-installed", "LSTM(256, 256), install() in effect", 2.5),
+    Goal("R2-LSTM-direct", "LSTM(256, 256), tp.orthogonal directly", 2.5),
 )
 
 
@@ -510,9 +520,10 @@ def _rnn_step_variants(
 ) -> tuple[list[_Variant], dict[str, int | None]]:
     r"""Build one training step per variant of an RNN of class ``kind``.
 
-    Variants: ``unconstrained``; ``ours_fix`` (ours with ``blocks=k``, timed with
-    :func:`torch_ortho_patch.install` in effect, so the RNN read-once fix is
-    on); ``ours_nofix`` (the same parametrization, timed without install());
+    Variants: ``unconstrained``; ``ours_installed`` (ours with ``blocks=k``, timed
+    with :func:`torch_ortho_patch.install` in effect, which amends ``RNNBase``);
+    ``ours_direct`` (the same parametrization from ``tp.orthogonal``, timed
+    without install(): it amends the parametrized RNN's own class);
     ``upstream_stacked`` (torch's ``orthogonal`` on the stacked weight, its
     default householder map, without install(): what users get today).
 
@@ -536,13 +547,13 @@ def _rnn_step_variants(
     rnns = {"unconstrained": make()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        rnns["ours_fix"] = ours(make(), "weight_hh_l0", blocks=k)
-        rnns["ours_nofix"] = ours(make(), "weight_hh_l0", blocks=k)
+        rnns["ours_installed"] = ours(make(), "weight_hh_l0", blocks=k)
+        rnns["ours_direct"] = ours(make(), "weight_hh_l0", blocks=k)
         rnns["upstream_stacked"] = upstream(make(), "weight_hh_l0")
-    for name in ("ours_fix", "ours_nofix"):
+    for name in ("ours_installed", "ours_direct"):
         with torch.no_grad():
             rnns[name].parametrizations.weight_hh_l0.original.copy_(X.to(device))
-    patched = {"ours_fix": True}
+    patched = {"ours_installed": True}
 
     def step_of(rnn):
         opt = torch.optim.SGD(rnn.parameters(), lr=1e-4)
@@ -610,14 +621,18 @@ def _bench_rnn(shape, device, threads, min_run_time, rounds, log) -> list[dict]:
 
 
 def _goals(results: dict[str, Any]) -> list[dict[str, Any]]:
-    values: dict[str, float | None] = {"R1": None, "R2": None}
+    values: dict[str, float | None] = {goal.name: None for goal in GOALS}
     if not results["config"]["quick"]:
         for row in results.get("maps", []):
-            if (row["map"], row["n"], row["mode"]) == ("matrix_exp", 256, "fwd+bwd"):
-                values["R1"] = row["ratio_ours_upstream"]
+            if (row["map"], row["mode"]) == ("matrix_exp", "fwd+bwd"):
+                key = f"R1-{row['n']}"
+                if key in values:
+                    values[key] = row["ratio_ours_upstream"]
         for row in results.get("rnn", []):
-            if row["rnn"] == "GRU" and row["hidden"] == 256:
-                values["R2"] = row["ratio_vs_unconstrained"]["ours_fix"]
+            if row["hidden"] == 256:
+                for path in ("installed", "direct"):
+                    ratio = row["ratio_vs_unconstrained"][f"ours_{path}"]
+                    values[f"R2-{row['rnn']}-{path}"] = ratio
     goals = []
     for goal in GOALS:
         value = values[goal.name]
@@ -799,8 +814,8 @@ def format_report(results: dict[str, Any]) -> str:
             "",
             f"== RNN training step: forward + backward + SGD, seq {shape.get('seq')}, "
             f"batch {shape.get('batch')}; median time per step ==",
-            "ours_fix: blocks=k, install() in effect (RNN read-once fix on); "
-            "ours_nofix: same, not installed;",
+            "ours_installed: blocks=k, install() in effect; "
+            "ours_direct: same from tp.orthogonal, not installed;",
             "upstream_stacked: torch's orthogonal on the stacked weight (householder), "
             "not installed",
             "",

@@ -32,8 +32,9 @@ _NEW_NAMES = ("orthogonal_map", "matrix_exp_map", "cayley_map", "householder_map
 #   1. torch.nn.utils.parametrizations.orthogonal   -> torch_ortho_patch's orthogonal
 #   2. torch.nn.utils.parametrizations.<map>        -> the four public maps (new names)
 #   3. torch.nn.utils.parametrizations.__all__      -> a new list with the new names
-#   4. torch.nn.modules.rnn.RNNBase._init_flat_weights and ._update_flat_weights
-#      -> see Note [RNN weights read once per forward]
+#   4. the methods of torch.nn.modules.rnn.RNNBase that the stack amends
+#      (_init_flat_weights, _weights_have_changed, _update_flat_weights and
+#      __deepcopy__) -> see torch_ortho_patch._rnn
 # The replacement is our orthogonal function object itself, not a functools.wraps
 # wrapper, so inspect.signature() shows `blocks` and help() shows our docstring.
 #
@@ -112,17 +113,6 @@ def _torch_has_blocks() -> bool:
     return _takes_blocks(_torch_orthogonal())
 
 
-def _rnn_fix_applies(RNNBase: type) -> bool:
-    # The fix replaces the two methods that forward() goes through. Skip it where
-    # RNNBase is laid out differently, or where _init_flat_weights already takes the
-    # list of weights (a PyTorch that has the fix).
-    needed = ("_init_flat_weights", "_update_flat_weights", "_weights_have_changed")
-    if not all(name in vars(RNNBase) for name in needed):
-        return False
-    params = inspect.signature(vars(RNNBase)["_init_flat_weights"]).parameters
-    return list(params) == ["self"]
-
-
 def _plan() -> list[tuple[Any, str, Any]]:
     import torch.nn.utils.parametrizations as P
     from torch.nn.modules.rnn import RNNBase
@@ -133,9 +123,9 @@ def _plan() -> list[tuple[Any, str, Any]]:
     plan += [(P, name, getattr(ours, name)) for name in _NEW_NAMES]
     old_all = list(getattr(P, "__all__", []))
     plan.append((P, "__all__", old_all + [n for n in _NEW_NAMES if n not in old_all]))
-    if _rnn_fix_applies(RNNBase):
-        plan.append((RNNBase, "_init_flat_weights", _rnn._init_flat_weights))
-        plan.append((RNNBase, "_update_flat_weights", _rnn._update_flat_weights))
+    # The amended RNNBase methods; none where this torch's RNNBase cannot be
+    # amended (see torch_ortho_patch._rnn.applies).
+    plan += [(RNNBase, name, fn) for name, fn in _rnn.methods().items()]
     return plan
 
 

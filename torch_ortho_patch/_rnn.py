@@ -1,54 +1,69 @@
 # mypy: allow-untyped-defs
-r"""Make :class:`torch.nn.RNNBase` read each weight once per forward.
+r"""The ``RNNBase`` methods that the stack amends, and where they are set.
 
-The two functions below are written as methods (their first argument is ``self``).
-:func:`torch_ortho_patch.install` sets them on :class:`torch.nn.modules.rnn.RNNBase`
-and :func:`torch_ortho_patch.uninstall` puts the originals back. The upstream diff
-(``python -m torch_ortho_patch diff``) splices their source into
-``torch/nn/modules/rnn.py``, so they only use names that module already imports.
-
-See Note [RNN weights read once per forward].
+:func:`torch_ortho_patch.install` sets them on :class:`torch.nn.RNNBase`. Without
+it, :func:`amend_rnn_class` sets them on the class of its own that
+:func:`~torch.nn.utils.parametrize.register_parametrization` gives a
+parametrized RNN, so :func:`torch_ortho_patch.orthogonal` amends just the RNNs
+it parametrizes; removing the parametrization restores the module's class and
+with it torch's methods. See Note [RNN weights read once per forward] in the
+amended ``torch/nn/modules/rnn.py`` (``python -m torch_ortho_patch diff``).
 """
 
-import weakref
-
 import torch
-from torch import Tensor
+from torch.nn.modules.rnn import RNNBase
+from torch.nn.utils import parametrize
+
+from . import _stack
 
 
 __all__: list[str] = []
 
 
-def _init_flat_weights(
-    self, flat_weights: list[Tensor | None] | None = None
-) -> None:
-    # See Note [RNN weights read once per forward]
-    if flat_weights is None:
-        flat_weights = [getattr(self, wn, None) for wn in self._flat_weights_names]
-    self._flat_weights = list(flat_weights)
-    self._flat_weight_refs = [
-        weakref.ref(w) if w is not None else None for w in self._flat_weights
-    ]
-    self.flatten_parameters()
+def methods() -> dict:
+    r"""Return ``{name: function}`` for the ``RNNBase`` methods that the stack amends.
+
+    Empty where this torch's ``RNNBase`` does not have the structure the patches
+    expect (:func:`applies` says whether it does).
+    """
+    return _stack.rnn_methods() if applies() else {}
 
 
-def _update_flat_weights(self) -> None:
-    # Note [RNN weights read once per forward]
-    # A weight registered with torch.nn.utils.parametrize is a property: each
-    # attribute access runs the parametrization again. forward() used to look
-    # every weight up with hasattr() and then getattr(), first in
-    # _weights_have_changed() and again in _init_flat_weights(), so a
-    # parametrized weight was computed four times per forward and three of the
-    # results were thrown away. Here each weight is read exactly once, with
-    # getattr(self, name, None), which, like hasattr(), treats only an
-    # AttributeError as missing. That list is compared with the weak references
-    # taken at the last update and, if anything changed, handed on to
-    # _init_flat_weights(), so the kernels run on the very tensors that were
-    # compared. _weights_have_changed() keeps its behaviour for other callers,
-    # and _init_flat_weights() still works without arguments (__init__, _apply).
-    if not torch.jit.is_scripting():
-        flat_weights = [getattr(self, wn, None) for wn in self._flat_weights_names]
-        for ref, weight in zip(self._flat_weight_refs, flat_weights, strict=True):
-            if weight is not None and ref is not None and ref() is not weight:
-                self._init_flat_weights(flat_weights)
-                break
+def applies() -> bool:
+    r"""Return whether the ``RNNBase`` of this torch can be amended.
+
+    It cannot where the methods that the patches edit are missing, or where
+    ``_init_flat_weights`` already takes the list of weights (a torch that has
+    the change).
+    """
+    import inspect
+
+    needed = ("_init_flat_weights", "_update_flat_weights", "_weights_have_changed")
+    if not all(name in vars(RNNBase) for name in needed):
+        return False
+    params = inspect.signature(vars(RNNBase)["_init_flat_weights"]).parameters
+    if list(params) != ["self"]:
+        return False
+    try:
+        _stack.rnn_methods()
+    except RuntimeError:
+        return False
+    return True
+
+
+def amend_rnn_class(module: torch.nn.Module) -> None:
+    r"""Set the amended ``RNNBase`` methods on the parametrized class of ``module``.
+
+    Does nothing unless ``module`` is a parametrized RNN, or when ``RNNBase``
+    itself is amended already (:func:`torch_ortho_patch.install`).
+    """
+    if not (isinstance(module, RNNBase) and parametrize.is_parametrized(module)):
+        return
+    amended = methods()
+    cls = type(module)
+    # The class that register_parametrization made for this module alone.
+    if not cls.__name__.startswith("Parametrized") or cls.__bases__[0] is RNNBase:
+        return
+    for name, fn in amended.items():
+        if vars(RNNBase).get(name) is not fn:
+            setattr(cls, name, fn)

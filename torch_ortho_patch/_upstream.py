@@ -1,57 +1,51 @@
 # mypy: allow-untyped-defs
-r"""Build the upstream diff: this package as a patch against a PyTorch checkout.
+r"""The upstream change: the stack of patches as a diff and as a PR series.
 
-:func:`build_diff` returns a unified diff that ``git apply`` accepts at the root of a
-PyTorch checkout of the installed version (or of the tree given as ``torch_src``).
-It touches:
+:func:`build_diff` returns the whole change squashed into one unified diff, and
+:func:`build_series` / :func:`write_series` return it as one ``git format-patch``
+file per patch of :mod:`torch_ortho_patch._patches`, to apply in order with
+``git apply`` or ``git am`` at the root of a PyTorch tree. Both are composed
+from the files of the installed torch (or of ``torch_src``), so nothing of
+PyTorch's text is stored in this package. See Note [Amend, don't replace] in
+:mod:`torch_ortho_patch._stack`.
 
-1. ``torch/nn/utils/parametrizations.py``: upstream's orthogonal section (from
-   ``def _is_orthogonal`` to the end of ``def orthogonal``) is replaced by ours, the
-   new public names are added to ``__all__`` and the imports our section needs are
-   added to upstream's import block.
-2. ``torch/nn/modules/rnn.py``: the ``RNNBase`` methods that
-   :mod:`torch_ortho_patch._rnn` replaces.
-3. ``test/nn/test_parametrization_orthogonal_blocks.py`` (new): the block checks of
-   ``test/_block_checks.py`` with a small ``TestCase`` that runs them against
-   :mod:`torch.nn.utils.parametrizations`.
-4. ``docs/source/nn.md`` (or ``nn.rst``), only with ``torch_src``: autosummary entries
-   for the new public functions.
-
-Everything is located with :mod:`ast` in the files as they are, so nothing of
-upstream is stored here, and the result never refers to :mod:`torch_ortho_patch`.
+Tests: each patch names the test methods that come with it, in this
+repository's ``test/upstream_tests.py``. With ``torch_src``, they are added to
+the classes of ``test/nn/test_parametrization.py``; without it, to a new file
+:data:`NEW_TEST` (the installed torch has no tests). A package installed
+without its ``test/`` folder leaves the tests out.
 """
 
 import ast
-import builtins
 import difflib
-import os
-import symtable
-import sys
+import email.utils
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+from . import _stack
+from ._stack import PARAMETRIZATIONS, Patch, RNN
 
 
-__all__ = ["build_diff", "patched_files"]
+__all__ = ["build_diff", "build_series", "patched_files", "write_series"]
 
-PARAMETRIZATIONS = "torch/nn/utils/parametrizations.py"
-RNN = "torch/nn/modules/rnn.py"
-BLOCKS_TEST = "test/nn/test_parametrization_orthogonal_blocks.py"
+UPSTREAM_TEST = "test/nn/test_parametrization.py"
+NEW_TEST = "test/nn/test_parametrization_orthogonal.py"
 DOCS = ("docs/source/nn.md", "docs/source/nn.rst")
-
-# The RNNBase methods replaced by the functions of the same name in _rnn.py.
-_RNN_METHODS = ("_init_flat_weights", "_update_flat_weights")
-# Line length of PyTorch's formatter.
-_LINE_LENGTH = 88
-_PACKAGE = Path(__file__).parent
 _OURS = "torch_ortho_patch"
+_REPO = Path(__file__).parent.parent
+_TESTS = _REPO / "test" / "upstream_tests.py"
+# The class of upstream's test file that gets the methods of a class of ours.
+_CLASSES = {
+    "TestNNParametrization": "TestNNParametrization",
+    "TestNNParametrizationDevice": "TestNNParametrizationDevice",
+}
+DEFAULT_AUTHOR = "PyTorch contributor <contributor@example.com>"
 
 
-def _torch_root(torch_src: str | os.PathLike | None) -> Path:
+def _root(torch_src) -> Path:
     if torch_src is None:
-        # The directory that holds the installed torch package.
-        return Path(torch.__file__).parent.parent
+        return _stack.installed_root()
     root = Path(torch_src)
     if not (root / PARAMETRIZATIONS).is_file():
         raise ValueError(
@@ -61,482 +55,164 @@ def _torch_root(torch_src: str | os.PathLike | None) -> Path:
     return root
 
 
-def _read(path: Path) -> str:
-    with open(path, encoding="utf-8", newline="") as f:
-        return f.read()
+def _read(path: Path) -> str | None:
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
 
 
 # ----------------------------------------------------------------------------
-# Locating things with ast
+# Tests
 
 
-def _span(node: ast.stmt) -> tuple[int, int]:
-    r"""Return the 1-based, inclusive line span of a statement and its decorators."""
-    decorators = getattr(node, "decorator_list", [])
-    start = min([node.lineno] + [d.lineno for d in decorators])
-    return start, node.end_lineno  # type: ignore[return-value]
+@dataclass(frozen=True)
+class _Method:
+    cls: str
+    name: str
+    source: str  # dedented, the decorators included
 
 
-def _find_def(body: list[ast.stmt], name: str, where: str) -> ast.stmt:
-    for node in body:
-        if (
-            isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-            and node.name == name
-        ):
-            return node
-    raise RuntimeError(f"Expected {where} to define {name}. It does not.")
-
-
-def _find_all(tree: ast.Module, where: str) -> ast.Assign:
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
-        ):
-            return node
-    raise RuntimeError(f"Expected {where} to assign __all__. It does not.")
-
-
-def _bound_names(nodes: list[ast.stmt]) -> set[str]:
-    r"""Return the names that a list of top-level statements binds."""
-    names: set[str] = set()
-    for node in nodes:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            for alias in node.names:
-                names.add(alias.asname or alias.name.split(".")[0])
-        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            for target in targets:
-                for sub in ast.walk(target):
-                    if isinstance(sub, ast.Name):
-                        names.add(sub.id)
-    return names
-
-
-def _free_names(source: str) -> set[str]:
-    r"""Return the global names that ``source`` reads but does not define."""
-    table = symtable.symtable(source, "<section>", "exec")
-    defined = {
-        s.get_name() for s in table.get_symbols() if s.is_assigned() or s.is_imported()
-    }
-    used: set[str] = set()
-    stack = [table]
-    while stack:
-        scope = stack.pop()
-        stack.extend(scope.get_children())
-        for s in scope.get_symbols():
-            if s.is_referenced() and (scope.get_type() == "module" or s.is_global()):
-                used.add(s.get_name())
-    return used - defined - set(dir(builtins))
-
-
-# ----------------------------------------------------------------------------
-# Imports
-
-
-def _is_stdlib(node: ast.Import | ast.ImportFrom) -> bool:
-    if isinstance(node, ast.ImportFrom):
-        if node.level:
-            return False
-        module = node.module or ""
-    else:
-        module = node.names[0].name
-    top = module.split(".")[0]
-    return top in sys.stdlib_module_names or top in ("__future__", "typing_extensions")
-
-
-def _sort_key(node: ast.Import | ast.ImportFrom) -> tuple[bool, str]:
-    # PyTorch's isort settings: "import x" before "from x import y", then by module,
-    # case-insensitively.
-    if isinstance(node, ast.ImportFrom):
-        return True, "." * node.level + (node.module or "").lower()
-    return False, node.names[0].name.lower()
-
-
-def _alias(alias: ast.alias) -> str:
-    return alias.name if alias.asname is None else f"{alias.name} as {alias.asname}"
-
-
-def _format_from(module: str, aliases: list[ast.alias]) -> list[str]:
-    names = sorted({_alias(a) for a in aliases}, key=str.lower)
-    line = f"from {module} import {', '.join(names)}"
-    if len(line) <= _LINE_LENGTH:
-        return [line + "\n"]
-    return [f"from {module} import (\n", *[f"    {n},\n" for n in names], ")\n"]
-
-
-def _import_for(name: str, imports: list[ast.Import | ast.ImportFrom]):
-    r"""Return a one-name copy of the import statement that binds ``name``."""
-    for node in imports:
-        for alias in node.names:
-            if (alias.asname or alias.name.split(".")[0]) == name:
-                if isinstance(node, ast.Import):
-                    return ast.Import(names=[alias])
-                return ast.ImportFrom(
-                    module=node.module, names=[alias], level=node.level
-                )
-    return None
-
-
-def _add_imports(
-    text: str, needed: set[str], source_imports: list, where: str
-) -> tuple[str, list[str]]:
-    r"""Add to ``text`` the imports of ``needed`` names, taken from ``source_imports``.
-
-    A ``from m import x`` joins an existing single ``from m import ...`` statement;
-    anything else goes into the group of its kind (standard library or not) at its
-    sorted place, so the import block reads as if the formatter had written it.
-    Returns the new text and the statements that were added or changed.
-    """
-    tree = ast.parse(text)
-    bound = _bound_names(tree.body)
-    missing = sorted(needed - bound)
-    if not missing:
-        return text, []
-    new_nodes = []
-    for name in missing:
-        node = _import_for(name, source_imports)
-        if node is None:
-            raise RuntimeError(
-                f"Expected {name!r} to be defined in {where} or imported by the "
-                "torch_ortho_patch source. It is neither."
-            )
-        new_nodes.append(node)
-
+def _test_methods(tests: Path) -> dict[str, _Method]:
+    text = tests.read_text(encoding="utf-8")
     lines = text.splitlines(keepends=True)
-    # The leading run of top-level imports, split into blank-line separated groups.
-    head: list[ast.stmt] = []
-    for node in tree.body:
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            head.append(node)
-        elif head or not (
-            isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
-        ):
-            break
-    groups: list[list[ast.stmt]] = []
-    for node in head:
-        between = range(groups[-1][-1].end_lineno, node.lineno - 1) if groups else ()
-        if groups and not any(lines[i].strip() == "" for i in between):
-            groups[-1].append(node)
-        else:
-            groups.append([node])
+    out = {}
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name.startswith("test_"):
+                    start = min([item.lineno] + [d.lineno for d in item.decorator_list])
+                    source = textwrap.dedent("".join(lines[start - 1 : item.end_lineno]))
+                    out[item.name] = _Method(node.name, item.name, source)
+    return out
 
-    # A "from m import x" joins an existing "from m import ..." statement.
-    merges: dict[int, list[ast.alias]] = {}
-    inserts: list[ast.Import | ast.ImportFrom] = []
-    for node in new_nodes:
-        target = None
-        if isinstance(node, ast.ImportFrom):
-            target = next(
-                (
-                    i
-                    for i, old in enumerate(head)
-                    if isinstance(old, ast.ImportFrom)
-                    and (old.module, old.level) == (node.module, node.level)
-                ),
-                None,
-            )
-        if target is None:
-            same = next(
-                (
-                    n
-                    for n in inserts
-                    if isinstance(node, ast.ImportFrom)
-                    and isinstance(n, ast.ImportFrom)
-                    and (n.module, n.level) == (node.module, node.level)
-                ),
-                None,
-            )
-            if same is None:
-                inserts.append(node)
-            else:
-                same.names = same.names + node.names
-        else:
-            merges.setdefault(target, list(head[target].names)).extend(node.names)
 
-    # edits: 0-based line -> (number of lines replaced, lines inserted there)
-    edits: list[tuple[int, int, list[str]]] = []
-    changed: list[str] = []
-    for i, aliases in merges.items():
-        old = head[i]
-        module = "." * old.level + (old.module or "")  # type: ignore[attr-defined]
-        new_lines = _format_from(module, aliases)
-        edits.append((old.lineno - 1, old.end_lineno - old.lineno + 1, new_lines))
-        changed.append("".join(new_lines).strip())
-    # Imports of a kind that has no group yet form a new group, in sorted order.
-    new_groups: dict[bool, list[str]] = {}
-    for node in sorted(inserts, key=_sort_key):
-        if isinstance(node, ast.ImportFrom):
-            new_lines = _format_from("." * node.level + (node.module or ""), node.names)
-        else:
-            new_lines = [f"import {_alias(node.names[0])}\n"]
-        changed.append("".join(new_lines).strip())
-        stdlib = _is_stdlib(node)
-        group = next((g for g in groups if _is_stdlib(g[0]) == stdlib), None)
-        if group is None:
-            new_groups.setdefault(stdlib, []).extend(new_lines)
+def _test_header(tests: Path) -> str:
+    # The import block of upstream_tests.py: the names its methods may use,
+    # which are those that upstream's test file imports.
+    text = tests.read_text(encoding="utf-8")
+    tree = ast.parse(text)
+    imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    lines = text.splitlines(keepends=True)
+    return "".join(lines[imports[0].lineno - 1 : imports[-1].end_lineno])
+
+
+def _new_test_file(tests: Path, methods: list[_Method]) -> str:
+    by_class: dict[str, list[_Method]] = {}
+    for m in methods:
+        by_class.setdefault(m.cls, []).append(m)
+    out = ['# Owner(s): ["module: nn"]\n', _test_header(tests), "\n"]
+    names = {"TestNNParametrization": "TestNNParametrizationOrthogonal"}
+    names["TestNNParametrizationDevice"] = "TestNNParametrizationOrthogonalDevice"
+    for cls in _CLASSES:
+        if cls not in by_class:
             continue
-        after = [old for old in group if _sort_key(old) > _sort_key(node)]
-        at = after[0].lineno - 1 if after else group[-1].end_lineno
-        edits.append((at, 0, new_lines))
-    # The standard library group comes first.
-    for stdlib in sorted(new_groups, reverse=True):
-        new_lines = new_groups[stdlib]
-        if not groups:
-            # No imports at all: put them after the module docstring, if any.
-            first = tree.body[0] if tree.body else None
-            docstring = isinstance(first, ast.Expr)
-            at = first.end_lineno if docstring else 0  # type: ignore[union-attr]
-            edits.append((at, 0, (["\n"] if docstring else []) + new_lines + ["\n"]))
-            groups.append([])  # a second new group goes after this one
-        elif stdlib:
-            edits.append((groups[0][0].lineno - 1, 0, new_lines + ["\n"]))
-        elif groups[-1]:
-            edits.append((groups[-1][-1].end_lineno, 0, ["\n"] + new_lines))
-        else:
-            # After the group just created above, at the same line.
-            edits.append((edits[-1][0], 0, new_lines + ["\n"]))
-    # Apply bottom to top. At one line, replace first, then insert in sorted order.
-    for _, (at, deleted, inserted) in sorted(
-        enumerate(edits), key=lambda e: (e[1][0], e[1][1] > 0, e[0]), reverse=True
-    ):
-        lines[at : at + deleted] = inserted
-    return "".join(lines), changed
+        out.append(f"\nclass {names[cls]}(NNTestCase):\n")
+        bodies = [textwrap.indent(m.source, "    ") for m in by_class[cls]]
+        out.append("\n".join(bodies))
+        out.append("\n")
+    out.append("\n")
+    if "TestNNParametrizationDevice" in by_class:
+        out.append(
+            "instantiate_device_type_tests(\n"
+            f'    {names["TestNNParametrizationDevice"]}, globals(), only_for=("cpu", "cuda")\n'
+            ")\n"
+        )
+    if "TestNNParametrization" in by_class:
+        out.append(f'instantiate_parametrized_tests({names["TestNNParametrization"]})\n')
+    out.append('\nif __name__ == "__main__":\n    run_tests()\n')
+    return "".join(out)
+
+
+def _add_to_upstream_test(text: str, methods: list[_Method]) -> str:
+    tree = ast.parse(text)
+    lines = text.splitlines(keepends=True)
+    inserts = []
+    for cls, target in _CLASSES.items():
+        ours = [m for m in methods if m.cls == cls]
+        if not ours:
+            continue
+        node = next(
+            (n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == target),
+            None,
+        )
+        if node is None:
+            raise RuntimeError(f"Expected {UPSTREAM_TEST} to define {target}.")
+        block = []
+        for m in ours:
+            block += ["\n", *textwrap.indent(m.source, "    ").splitlines(keepends=True)]
+        inserts.append((node.end_lineno, block))
+    for at, block in sorted(inserts, reverse=True):
+        lines[at:at] = block
+    return "".join(lines)
 
 
 # ----------------------------------------------------------------------------
-# The four files
+# Files
 
 
-def _format_all(names: list[str]) -> list[str]:
-    quoted = [f'"{n}"' for n in names]
-    line = f"__all__ = [{', '.join(quoted)}]"
-    if len(line) <= _LINE_LENGTH:
-        return [line + "\n"]
-    return ["__all__ = [\n", *[f"    {q},\n" for q in quoted], "]\n"]
+def _stages(torch_src, tests: Path | None) -> list[tuple[Patch, dict[str, str | None]]]:
+    r"""Return the texts after each upstream patch, the unchanged texts first."""
+    root = _root(torch_src)
+    paths = [PARAMETRIZATIONS, RNN]
+    if torch_src is not None:
+        paths += [p for p in DOCS if (root / p).is_file()][:1]
+    texts: dict[str, str | None] = {p: _read(root / p) for p in paths}
+    for path in _stack.NEW_FILES:
+        texts[path] = _read(root / path)
+    methods = _test_methods(tests) if tests is not None and tests.is_file() else {}
+    upstream_test = _read(root / UPSTREAM_TEST) if torch_src is not None else None
+    test_path = UPSTREAM_TEST if upstream_test is not None else NEW_TEST
+    texts[test_path] = upstream_test if upstream_test is not None else _read(root / NEW_TEST)
+    stages = []
+    landed: list[_Method] = []
+    for patch in _stack.upstream_patches():
+        texts = _stack.apply(texts, [patch])
+        missing = [t for t in patch.tests if t not in methods]
+        if methods and missing:
+            raise RuntimeError(f"Expected {tests} to define {missing} for {patch.name}.")
+        ours = [methods[t] for t in patch.tests if t in methods]
+        if ours:
+            landed += ours
+            if upstream_test is not None:
+                texts[test_path] = _add_to_upstream_test(texts[test_path] or "", ours)  # type: ignore[assignment]
+            else:
+                texts[test_path] = _new_test_file(tests, landed)  # type: ignore[arg-type]
+        stages.append((patch, dict(texts)))
+    return stages
 
 
-def _our_section() -> tuple[str, list[str], list]:
-    r"""Return our orthogonal section, our ``__all__`` and our top-level imports.
-
-    The section is everything after ``__all__`` in our parametrizations.py.
-    """
-    path = _PACKAGE / "parametrizations.py"
-    text = _read(path)
-    tree = ast.parse(text)
-    node = _find_all(tree, str(path))
-    lines = text.splitlines(keepends=True)
-    section = "".join(lines[node.end_lineno :]).strip("\n") + "\n"
-    if _OURS in section:
-        raise RuntimeError(
-            f"Expected the orthogonal section of {path} not to refer to {_OURS}. "
-            "It does."
-        )
-    imports = [
-        n
-        for n in tree.body[: tree.body.index(node)]
-        if isinstance(n, (ast.Import, ast.ImportFrom))
-        and not (isinstance(n, ast.ImportFrom) and (n.module or "").startswith(_OURS))
-    ]
-    return section, list(ast.literal_eval(node.value)), imports
+def _default_tests() -> Path | None:
+    return _TESTS if _TESTS.is_file() else None
 
 
-def _patch_parametrizations(text: str) -> str:
-    section, our_all, our_imports = _our_section()
-    tree = ast.parse(text)
-    first = _find_def(tree.body, "_is_orthogonal", PARAMETRIZATIONS)
-    last = _find_def(tree.body, "orthogonal", PARAMETRIZATIONS)
-    start, end = _span(first)[0], _span(last)[1]
-    if start > end:
-        raise RuntimeError(
-            f"Expected _is_orthogonal to come before orthogonal in {PARAMETRIZATIONS}."
-        )
-    all_node = _find_all(tree, PARAMETRIZATIONS)
-    upstream_all = list(ast.literal_eval(all_node.value))
-    new_all = our_all + [n for n in upstream_all if n not in our_all]
-
-    lines = text.splitlines(keepends=True)
-    # Bottom to top, so that line numbers above stay valid.
-    lines[start - 1 : end] = section.splitlines(keepends=True)
-    a_start, a_end = _span(all_node)
-    lines[a_start - 1 : a_end] = _format_all(new_all)
-    patched = "".join(lines)
-
-    kept = [
-        n for n in tree.body if not (start <= n.lineno <= end) and n is not all_node
-    ]
-    needed = _free_names(section) - _bound_names(kept)
-    patched, _ = _add_imports(patched, needed, our_imports, PARAMETRIZATIONS)
-
-    missing = set(new_all) - _bound_names(ast.parse(patched).body)
-    if missing:
-        raise RuntimeError(
-            f"Expected every name of __all__ to be defined. Missing: {sorted(missing)}."
-        )
-    return patched
-
-
-def _patch_rnn(text: str) -> str:
-    ours_path = _PACKAGE / "_rnn.py"
-    ours_text = _read(ours_path)
-    ours_tree = ast.parse(ours_text)
-    ours_lines = ours_text.splitlines(keepends=True)
-    ours_imports = [
-        n for n in ours_tree.body if isinstance(n, (ast.Import, ast.ImportFrom))
-    ]
-
-    tree = ast.parse(text)
-    cls = _find_def(tree.body, "RNNBase", RNN)
-    lines = text.splitlines(keepends=True)
-    replacements = []
-    sources = []
-    for name in _RNN_METHODS:
-        where = f"{RNN} (class RNNBase)"
-        method = _find_def(cls.body, name, where)  # type: ignore[attr-defined]
-        s, e = _span(_find_def(ours_tree.body, name, str(ours_path)))
-        source = textwrap.dedent("".join(ours_lines[s - 1 : e]))
-        sources.append(source)
-        indent = " " * method.col_offset
-        body = [
-            indent + line if line.strip() else line
-            for line in source.splitlines(keepends=True)
-        ]
-        replacements.append((_span(method), body))
-    for (start, end), body in sorted(replacements, reverse=True):
-        lines[start - 1 : end] = body
-    patched = "".join(lines)
-    needed = set()
-    for source in sources:
-        needed |= _free_names(source)
-    patched, _ = _add_imports(patched, needed, ours_imports, RNN)
-    return patched
-
-
-def _blocks_test(checks: Path) -> str:
-    r"""Return the new upstream test file, built from our ``_block_checks.py``."""
-    text = _read(checks)
-    tree = ast.parse(text)
-    lines = text.splitlines(keepends=True)
-    body = list(tree.body)
-    # Our module docstring speaks of this package; the upstream file gets its own.
-    first = body[0] if body else None
-    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
-        body = body[1:]
-    if body and _OURS in "".join(lines[body[0].lineno - 1 :]):
-        raise RuntimeError(f"Expected {checks} not to refer to {_OURS}. It does.")
-    docstring = [
-        '"""Tests of ``blocks`` in torch.nn.utils.parametrizations.orthogonal and of\n',
-        'the orthogonal maps. Each check raises AssertionError on failure."""\n',
-    ]
-    imports = []
-    while body and isinstance(body[0], (ast.Import, ast.ImportFrom)):
-        imports.append(body.pop(0))
-    # Drop a trailing `if __name__ == "__main__":`; the runner below has its own.
-    rest = [
-        n
-        for n in body
-        if not (isinstance(n, ast.If) and "__name__" in ast.unparse(n.test))
-    ]
-    # Keep comments between statements: copy from the first kept statement to the last.
-    body_text = ""
-    if rest:
-        start = _span(rest[0])[0]
-        prev = rest[0].lineno - 1
-        # Include a comment block right above the first statement.
-        while prev - 1 >= 0 and lines[prev - 1].lstrip().startswith("#"):
-            prev -= 1
-        start = min(start, prev + 1)
-        body_text = "".join(lines[start - 1 : rest[-1].end_lineno]).strip("\n") + "\n"
-
-    header = ['# Owner(s): ["module: nn"]\n', *docstring]
-    import_lines = []
-    for node in imports:
-        import_lines += lines[node.lineno - 1 : node.end_lineno]
-    runner = textwrap.dedent(
-        '''\
-
-
-        class TestOrthogonalBlocks(TestCase):
-            def test_block_checks(self):
-                run_block_checks(P)
-
-
-        if __name__ == "__main__":
-            run_tests()
-        '''
-    )
-    new = "".join(header + import_lines) + "\n\n" + body_text + runner
-    runner_imports = ast.parse(
-        "import torch.nn.utils.parametrizations as P\n"
-        "from torch.testing._internal.common_utils import run_tests, TestCase\n"
-    ).body
-    needed = {"P", "TestCase", "run_tests"}
-    new, _ = _add_imports(new, needed, runner_imports, BLOCKS_TEST)
-    if "run_block_checks" not in _bound_names(ast.parse(new).body):
-        raise RuntimeError(f"Expected {checks} to define run_block_checks(P).")
-    return new
-
-
-def _patch_docs(text: str) -> str:
-    names = [n for n in _our_section()[1] if n not in ("orthogonal",)]
-    lines = text.splitlines(keepends=True)
-    present = {line.strip() for line in lines}
-    for i, line in enumerate(lines):
-        if line.strip() == "parametrizations.orthogonal":
-            indent = line[: len(line) - len(line.lstrip())]
-            new = [
-                f"{indent}parametrizations.{n}\n"
-                for n in names
-                if f"parametrizations.{n}" not in present
-                and n not in ("spectral_norm", "weight_norm")
-            ]
-            lines[i + 1 : i + 1] = new
-            return "".join(lines)
-    return text
-
-
-def patched_files(
-    torch_src: str | os.PathLike | None = None,
-    block_checks: str | os.PathLike | None = None,
-) -> dict[str, tuple[str | None, str]]:
-    r"""Return ``{path: (old text or None for a new file, new text)}`` for the diff.
+def patched_files(torch_src=None, tests=None) -> dict[str, tuple[str | None, str]]:
+    r"""Return ``{path: (old text or None, new text)}`` of the squashed change.
 
     Args:
-        torch_src (str or PathLike, optional): root of a PyTorch checkout. Default:
-            the directory that holds the installed ``torch`` package (which has no
-            ``docs``, so the docs entry is left out).
-        block_checks (str or PathLike, optional): the ``_block_checks.py`` that the
-            new upstream test is built from. Default: ``test/_block_checks.py`` next
-            to this package; the test file is left out when it does not exist.
+        torch_src (str or PathLike, optional): root of a PyTorch tree. Default: the
+            directory that holds the installed ``torch`` package.
+        tests (str or PathLike, optional): the ``upstream_tests.py`` to take the
+            tests from. Default: the one of this repository, if present.
     """
-    root = _torch_root(torch_src)
-    files: dict[str, tuple[str | None, str]] = {}
-    old = _read(root / PARAMETRIZATIONS)
-    files[PARAMETRIZATIONS] = (old, _patch_parametrizations(old))
-    old = _read(root / RNN)
-    files[RNN] = (old, _patch_rnn(old))
-    checks = (
-        Path(block_checks)
-        if block_checks is not None
-        else _PACKAGE.parent / "test" / "_block_checks.py"
-    )
-    if checks.is_file():
-        existing = root / BLOCKS_TEST
-        files[BLOCKS_TEST] = (
-            _read(existing) if existing.is_file() else None,
-            _blocks_test(checks),
-        )
-    if torch_src is not None:
-        for docs in DOCS:
-            if (root / docs).is_file():
-                old = _read(root / docs)
-                files[docs] = (old, _patch_docs(old))
-                break
+    tests = Path(tests) if tests is not None else _default_tests()
+    root = _root(torch_src)
+    stages = _stages(torch_src, tests)
+    final = stages[-1][1]
+    out = {}
+    for path, new in final.items():
+        old = _read(root / path)
+        if new is not None and new != old:
+            out[path] = (old, new)
+    _check_clean(out)
+    return out
+
+
+def _check_clean(files) -> None:
     for path, (_, new) in files.items():
         if _OURS in new:
-            raise AssertionError(f"The patched {path} refers to {_OURS}.")
-    return files
+            raise AssertionError(f"Expected the amended {path} not to refer to {_OURS}.")
 
 
 def _unified(path: str, old: str | None, new: str) -> str:
@@ -558,17 +234,11 @@ def _unified(path: str, old: str | None, new: str) -> str:
     return "".join(out)
 
 
-def build_diff(
-    torch_src: str | os.PathLike | None = None,
-    block_checks: str | os.PathLike | None = None,
-) -> str:
-    r"""Return the upstream change as a unified diff for ``git apply``.
-
-    Apply it at the root of a PyTorch checkout of the installed version (or of
-    ``torch_src``) with ``git apply``. See :func:`patched_files` for the arguments.
+def build_diff(torch_src=None, tests=None) -> str:
+    r"""Return the whole upstream change as one unified diff, for ``git apply``.
 
     Returns:
-        str: the diff, ending with a newline; empty if there is nothing to change.
+        str: the diff; empty if there is nothing to change.
 
     Example::
 
@@ -579,5 +249,97 @@ def build_diff(
         >>> "torch_ortho_patch" in patch
         False
     """
-    files = patched_files(torch_src, block_checks)
-    return "".join(_unified(path, old, new) for path, (old, new) in files.items())
+    files = patched_files(torch_src, tests)
+    return "".join(_unified(p, old, new) for p, (old, new) in files.items())
+
+
+@dataclass(frozen=True)
+class SeriesPatch:
+    r"""One patch of the series: the patch and its diff against the one before."""
+
+    patch: Patch
+    diff: str
+
+    def stat(self) -> list[tuple[str, int, int]]:
+        r"""Return ``[(path, insertions, deletions)]``, as ``git diff --stat`` counts."""
+        out: list[tuple[str, int, int]] = []
+        for chunk in self.diff.split("diff --git ")[1:]:
+            path = chunk.split(" b/", 1)[1].split("\n", 1)[0]
+            plus = minus = 0
+            for line in chunk.splitlines():
+                if line.startswith("+") and not line.startswith("+++"):
+                    plus += 1
+                elif line.startswith("-") and not line.startswith("---"):
+                    minus += 1
+            out.append((path, plus, minus))
+        return out
+
+
+def build_series(torch_src=None, tests=None) -> list[SeriesPatch]:
+    r"""Return the upstream change as a list of patches, each against the one before."""
+    tests = Path(tests) if tests is not None else _default_tests()
+    root = _root(torch_src)
+    previous: dict[str, str | None] = {}
+    out = []
+    for patch, texts in _stages(torch_src, tests):
+        chunks = []
+        for path, new in texts.items():
+            old = previous[path] if path in previous else _read(root / path)
+            if new is not None and new != old:
+                chunks.append(_unified(path, old, new))
+        diff = "".join(chunks)
+        _check_clean({p: (None, t) for p, t in texts.items() if t is not None})
+        out.append(SeriesPatch(patch, diff))
+        previous = texts
+    return out
+
+
+def _format_patch(i: int, n: int, item: SeriesPatch, author: str, date: str) -> str:
+    stat = item.stat()
+    width = max((len(p) for p, _, _ in stat), default=0)
+    lines = [
+        f" {p.ljust(width)} | {a + d} {'+' * min(a, 40)}{'-' * min(d, 40)}\n"
+        for p, a, d in stat
+    ]
+    added, deleted = sum(a for _, a, _ in stat), sum(d for _, _, d in stat)
+    summary = (
+        f" {len(stat)} file{'s' if len(stat) != 1 else ''} changed, "
+        f"{added} insertion{'s' if added != 1 else ''}(+), "
+        f"{deleted} deletion{'s' if deleted != 1 else ''}(-)\n"
+    )
+    body = item.patch.body.rstrip("\n") + "\n"
+    return (
+        "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\n"
+        f"From: {author}\n"
+        f"Date: {date}\n"
+        f"Subject: [PATCH {i}/{n}] {item.patch.subject}\n"
+        "\n"
+        f"{body}"
+        "---\n"
+        f"{''.join(lines)}{summary}\n"
+        f"{item.diff}"
+        "-- \n"
+        "2.39.5\n\n"
+    )
+
+
+def write_series(
+    directory, torch_src=None, tests=None, author: str = DEFAULT_AUTHOR
+) -> list[Path]:
+    r"""Write the series to ``directory`` as ``0001-<name>.patch``, ... and return the paths.
+
+    Each file is in ``git format-patch`` form: a subject and a body for the
+    reviewer, a diffstat and the diff. Apply them in order with ``git am`` (or
+    ``git apply``) at the root of the PyTorch tree they were made from.
+    """
+    series = build_series(torch_src, tests)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    date = email.utils.formatdate(usegmt=True)
+    paths = []
+    for i, item in enumerate(series, 1):
+        path = directory / f"{i:04d}-{item.patch.name}.patch"
+        path.write_text(_format_patch(i, len(series), item, author, date), encoding="utf-8")
+        paths.append(path)
+    return paths
+

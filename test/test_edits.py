@@ -1,0 +1,165 @@
+# Owner(s): ["module: nn"]
+r"""The edit primitives of torch_ortho_patch._edits, and the series against a
+PyTorch source tree (``--torch-src``), on small sources written here."""
+
+import ast
+import shutil
+import tempfile
+import textwrap
+from pathlib import Path
+
+from torch.testing._internal.common_utils import run_tests, TestCase
+
+from torch_ortho_patch import _edits as E, _stack, _upstream
+
+
+def src(text):
+    return textwrap.dedent(text).lstrip("\n")
+
+
+class TestEdits(TestCase):
+    def test_find_stmt_takes_innermost_and_says_what_is_missing(self):
+        text = src(
+            """
+            def f(x):
+                if x:
+                    y = x.int()
+                return y
+            """
+        )
+        node = E.find_stmt(ast.parse(text), "f", E.calls("int"), "call of int")
+        self.assertIsInstance(node, ast.Assign)
+        with self.assertRaisesRegex(E.AnchorError, "Expected exactly one call of sgn in f. Found 0."):
+            E.find_stmt(ast.parse(text), "f", E.calls("sgn"), "call of sgn")
+        with self.assertRaisesRegex(E.AnchorError, "Expected a definition of g"):
+            E.find_def(ast.parse(text), "g")
+
+    def test_add_kwonly_arg_keeps_the_layout(self):
+        one_per_line = src(
+            """
+            def f(
+                a,
+                *,
+                b: bool = True,
+            ) -> None:
+                pass
+            """
+        )
+        self.assertExpectedInline(
+            E.add_kwonly_arg(one_per_line, "f", "c: int | None = None"),
+            """\
+def f(
+    a,
+    *,
+    b: bool = True,
+    c: int | None = None,
+) -> None:
+    pass
+""",
+        )
+        same_line = "def f(a, *, b=True):\n    pass\n"
+        self.assertEqual(
+            E.add_kwonly_arg(same_line, "f", "c=None"),
+            "def f(a, *, b=True, c=None):\n    pass\n",
+        )
+        long = "class C:\n    def f(\n        self, weight, orthogonal_map: int, *, use_trivialization=True\n    ) -> None:\n        pass\n"
+        self.assertExpectedInline(
+            E.add_kwonly_arg(long, "C.f", "blocks: int | None = None"),
+            """\
+class C:
+    def f(
+        self,
+        weight,
+        orthogonal_map: int,
+        *,
+        use_trivialization=True,
+        blocks: int | None = None,
+    ) -> None:
+        pass
+""",
+        )
+
+    def test_list_keeps_its_quotes(self):
+        self.assertEqual(
+            E.replace_in_list("__all__ = ['a', 'c']\n", "__all__", "a", ["b"]),
+            "__all__ = ['a', 'b', 'c']\n",
+        )
+        self.assertEqual(
+            E.replace_in_list('__all__ = ["a"]\n', "__all__", "a", ["b"]),
+            '__all__ = ["a", "b"]\n',
+        )
+
+    def test_ensure_import(self):
+        text = "# comment\nfrom enum import Enum\n\nimport torch\n"
+        self.assertEqual(
+            E.ensure_import(text, "warnings"),
+            "# comment\nfrom enum import Enum\nimport warnings\n\nimport torch\n",
+        )
+        self.assertEqual(
+            E.ensure_import(text, "abc"),
+            "# comment\nimport abc\nfrom enum import Enum\n\nimport torch\n",
+        )
+        self.assertEqual(E.ensure_import("import warnings\n", "warnings"), "import warnings\n")
+
+    def test_docstring_insert(self):
+        text = src(
+            '''
+            def f():
+                """Summary.
+
+                Args:
+                    a: the a.
+
+                Returns:
+                    Nothing.
+                """
+            '''
+        )
+        out = E.docstring_insert(
+            text, "f", "b: the b.", before=lambda s: s == "Returns:",
+            what="Returns", skip_blank_back=True, relative="    ",
+        )
+        self.assertIn("        a: the a.\n        b: the b.\n\n    Returns:", out)
+        with self.assertRaisesRegex(E.AnchorError, "Expected Warns in the docstring of f"):
+            E.docstring_insert(text, "f", "x", before=lambda s: s == "Warns:", what="Warns")
+
+
+class TestTorchSrc(TestCase):
+    # A PyTorch tree: the installed files, a docs page and a test file of its own.
+    def test_series_into_a_source_tree(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            for path in (_stack.PARAMETRIZATIONS, _stack.RNN):
+                (root / path).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(_stack.installed_root() / path, root / path)
+            docs = root / "docs/source/nn.md"
+            docs.parent.mkdir(parents=True)
+            docs.write_text("```{autosummary}\n    parametrizations.orthogonal\n    parametrizations.spectral_norm\n```\n")
+            test = root / _upstream.UPSTREAM_TEST
+            test.parent.mkdir(parents=True)
+            test.write_text(
+                "import torch\n\n\nclass TestNNParametrization(NNTestCase):\n"
+                "    def test_a(self):\n        pass\n\n\n"
+                "class TestNNParametrizationDevice(NNTestCase):\n"
+                "    def test_b(self, device):\n        pass\n\n\n"
+                'if __name__ == "__main__":\n    run_tests()\n'
+            )
+            files = _upstream.patched_files(root)
+            self.assertIn("parametrizations.cayley_map", files["docs/source/nn.md"][1])
+            self.assertNotIn(_upstream.NEW_TEST, files)
+            new = files[_upstream.UPSTREAM_TEST][1]
+            tree = ast.parse(new)
+            classes = {n.name: [m.name for m in n.body if isinstance(m, ast.FunctionDef)] for n in tree.body if isinstance(n, ast.ClassDef)}
+            self.assertIn("test_orthogonal_blocks", classes["TestNNParametrizationDevice"])
+            self.assertIn("test_orthogonal_householder_weight_decay", classes["TestNNParametrization"])
+            self.assertEqual(classes["TestNNParametrization"][0], "test_a")
+            series = _upstream.build_series(root)
+            self.assertIn("docs/source/nn.md", series[[p.patch.name for p in series].index("public-maps")].diff)
+
+    def test_not_a_source_tree(self):
+        with self.assertRaisesRegex(ValueError, "Expected a PyTorch source tree"):
+            _upstream.build_diff("/nonexistent")
+
+
+if __name__ == "__main__":
+    run_tests()

@@ -1,0 +1,326 @@
+# mypy: allow-untyped-defs
+r"""The change to PyTorch as an ordered stack of patches, and what is built from it.
+
+Each patch of :mod:`torch_ortho_patch._patches` is one concern: a subject and a
+body for its commit message, and an edit function that amends the text of the
+files it touches. The same stack builds
+
+* the upstream diff and the PR series (:mod:`torch_ortho_patch._upstream`), by
+  applying the patches to PyTorch's files one after the other, and
+* this package's runtime (:func:`runtime_namespace`, :func:`rnn_methods`), by
+  applying them to the files of the installed torch and compiling only the
+  definitions they change or add.
+
+So there is one source of truth, and the runtime is the upstream change.
+"""
+
+# Note [Amend, don't replace]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# A patch package that carries its own copy of the code it changes silently
+# reverts whatever the installed release did differently, and a diff generated
+# from such a copy rewrites lines it never meant to touch. So nothing of
+# PyTorch's text is stored here. The patches are edits placed at structural
+# anchors, found with ast in the file as it is: "the call of .int() in
+# _Orthogonal.forward", "the end of the Args section of orthogonal's
+# docstring". Applied to the installed torch's files they give a file that
+# differs from it only in what the patches change. At runtime we compile just
+# the top-level statements (for RNNBase: the methods) that differ, in a
+# namespace that starts out as a copy of the installed module's, so every
+# definition we leave alone is the installed torch's own object, and each one
+# we change is that release's code plus our edits.
+
+import ast
+import functools
+import importlib
+import linecache
+import importlib.util
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+
+__all__: list[str] = []
+
+PARAMETRIZATIONS = "torch/nn/utils/parametrizations.py"
+RNN = "torch/nn/modules/rnn.py"
+SKEW_EXP = "torch/nn/utils/_skew_matrix_exp.py"
+
+# New upstream files and the module of this package that they are at runtime.
+NEW_FILES = {SKEW_EXP: "torch_ortho_patch._skew_expm"}
+
+_PACKAGE = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class Patch:
+    r"""One unit of the stack.
+
+    Args:
+        name: short identifier, used in file names of the series.
+        subject: the commit subject, imperative, under 72 characters.
+        body: the commit message body, for a reviewer.
+        edit: ``edit(path, text)`` returns the amended text of the file at
+            ``path`` (relative to the root of a PyTorch tree). It returns
+            ``text`` itself for files it does not touch.
+        new_files: upstream paths of files the patch adds; their text is read
+            from the module named in :data:`NEW_FILES`.
+        upstream: ``False`` for a change the runtime needs only, which is not part
+            of the diff.
+        tests: names of the test methods that come with the patch (in
+            ``test/upstream_tests.py``).
+    """
+
+    name: str
+    subject: str
+    body: str
+    edit: Callable[[str, str], str]
+    new_files: tuple[str, ...] = ()
+    upstream: bool = True
+    tests: tuple[str, ...] = field(default=())
+
+
+@functools.cache
+def patches() -> tuple[Patch, ...]:
+    r"""Return the stack in order, upstream patches and runtime-only ones alike."""
+    from ._patches import STACK
+
+    return tuple(importlib.import_module(f"._patches.{m}", __package__).PATCH for m in STACK)
+
+
+def upstream_patches() -> tuple[Patch, ...]:
+    return tuple(p for p in patches() if p.upstream)
+
+
+def new_file_text(path: str) -> str:
+    r"""Return the text of a file that the stack adds to PyTorch."""
+    module = NEW_FILES[path]
+    source = _PACKAGE / (module.rsplit(".", 1)[1] + ".py")
+    return _read(source)
+
+
+def _read(path: os.PathLike | str) -> str:
+    with open(path, encoding="utf-8", newline="") as f:
+        return f.read()
+
+
+def apply(texts: dict[str, str | None], stack: Iterable[Patch]) -> dict[str, str | None]:
+    r"""Apply patches in order to ``{path: text}`` (``None`` for an absent file)."""
+    out = dict(texts)
+    for patch in stack:
+        for path in patch.new_files:
+            out[path] = new_file_text(path)
+        for path, text in list(out.items()):
+            if text is not None and path not in patch.new_files:
+                out[path] = patch.edit(path, text)
+    return out
+
+
+def installed_root() -> Path:
+    r"""Return the directory that holds the installed ``torch`` package."""
+    return Path(torch.__file__).parent.parent
+
+
+@functools.cache
+def _installed_text(path: str) -> str:
+    file = installed_root() / path
+    try:
+        return _read(file)
+    except OSError as e:
+        raise ImportError(
+            f"Expected the source of the installed torch at {file}. {e}"
+        ) from None
+
+
+# ----------------------------------------------------------------------------
+# The runtime
+
+
+def _key(node: ast.stmt) -> tuple[str, str] | None:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return ("def", node.name)
+    if isinstance(node, ast.Assign) and len(node.targets) == 1:
+        target = node.targets[0]
+        if isinstance(target, ast.Name):
+            return ("assign", target.id)
+    return None
+
+
+def _segments(text: str, nodes: Sequence[ast.stmt]) -> dict:
+    lines = text.splitlines(keepends=True)
+    out = {}
+    for node in nodes:
+        key = _key(node)
+        if key is not None:
+            start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+            out[key] = "".join(lines[start - 1 : node.end_lineno])
+    return out
+
+
+def _free_names(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+class _ResolveImports(ast.NodeTransformer):
+    # Relative imports of the amended file are made absolute, against torch's
+    # package, and imports of files that the stack adds to torch become imports
+    # of our modules.
+    def __init__(self, package: str) -> None:
+        self.package = package
+
+    def visit_ImportFrom(self, node):
+        if node.level:
+            name = "." * node.level + (node.module or "")
+            node.module, node.level = importlib.util.resolve_name(name, self.package), 0
+        for upstream, ours in NEW_FILES.items():
+            if node.module == upstream[:-3].replace("/", "."):
+                node.module = ours
+        return node
+
+
+def _filename(path: str, stack: Sequence[Patch]) -> str:
+    # A name that says where the code came from; linecache serves its lines.
+    return f"<{path} of torch {torch.__version__}, amended by {len(stack)} patches>"
+
+
+def _register_source(filename: str, text: str) -> None:
+    # Tracebacks and inspect.getsource() read the amended file through linecache.
+    # An entry without a modification time is never invalidated by checkcache().
+    linecache.cache[filename] = (len(text), None, text.splitlines(keepends=True), filename)
+
+
+def runtime_namespace(
+    path: str,
+    module_name: str,
+    stack: Sequence[Patch] | None = None,
+    namespace: dict | None = None,
+) -> dict:
+    r"""Compile the top-level statements that ``stack`` changes or adds in ``path``.
+
+    The namespace starts as a copy of the installed module's and gets the
+    amended definitions, any unchanged definition that refers to one of them,
+    and the amended file's imports. See Note [Amend, don't replace].
+    """
+    stack = patches() if stack is None else tuple(stack)
+    old = _installed_text(path)
+    new = apply({path: old}, stack)[path]
+    if new is None:
+        raise AssertionError(f"Expected the stack to keep {path}.")
+    old_tree, new_tree = ast.parse(old), ast.parse(new)
+    old_seg, new_seg = _segments(old, old_tree.body), _segments(new, new_tree.body)
+    changed = {k for k, v in new_seg.items() if old_seg.get(k) != v}
+    # Unchanged definitions that use a changed name must see ours too.
+    names = {k[1] for k in changed}
+    grew = True
+    while grew:
+        grew = False
+        for node in new_tree.body:
+            key = _key(node)
+            if key is not None and key not in changed and _free_names(node) & names:
+                changed.add(key)
+                names.add(key[1])
+                grew = True
+    body = [
+        node
+        for node in new_tree.body
+        if isinstance(node, (ast.Import, ast.ImportFrom)) or _key(node) in changed
+    ]
+    installed = importlib.import_module(path[:-3].replace("/", "."))
+    resolve = _ResolveImports(installed.__package__)
+    module = ast.Module(body=[resolve.visit(n) for n in body], type_ignores=[])
+    filename = _filename(path, stack)
+    _register_source(filename, new)
+    ns = {"__name__": module_name} if namespace is None else namespace
+    for name, value in vars(installed).items():
+        if not (name.startswith("__") and name.endswith("__")):
+            ns.setdefault(name, value)
+    exec(compile(module, filename, "exec"), ns)
+    return ns
+
+
+def rnn_methods(stack: Sequence[Patch] | None = None) -> dict[str, Callable]:
+    r"""Return the methods of ``RNNBase`` that ``stack`` changes or adds, as functions.
+
+    They are compiled in a copy of the namespace of the installed
+    ``torch.nn.modules.rnn``; setting them on ``RNNBase`` (or a subclass) amends it.
+    """
+    stack = patches() if stack is None else tuple(stack)
+    return _rnn_methods(stack)
+
+
+@functools.cache
+def _rnn_methods(stack: tuple[Patch, ...]) -> dict[str, Callable]:
+    from torch.nn.modules import rnn
+
+    old = _installed_text(RNN)
+    new = apply({RNN: old}, stack)[RNN] or ""
+    if new == old:
+        return {}
+    old_cls = _class_methods(old, "RNNBase")
+    new_cls = _class_methods(new, "RNNBase")
+    lines = new.splitlines(keepends=True)
+    filename = _filename(RNN, stack)
+    _register_source(filename, new)
+    ns = dict(vars(rnn))
+    # The amended file's imports, for names that the amended methods use.
+    resolve = _ResolveImports(rnn.__package__)
+    imports = [
+        resolve.visit(n)
+        for n in ast.parse(new).body
+        if isinstance(n, (ast.Import, ast.ImportFrom))
+    ]
+    exec(compile(ast.Module(body=imports, type_ignores=[]), filename, "exec"), ns)
+    out = {}
+    for name, node in new_cls.items():
+        old_node = old_cls.get(name)
+        seg = "".join(lines[node.lineno - 1 : node.end_lineno])
+        if old_node is not None and ast.unparse(old_node) == ast.unparse(node):
+            continue
+        if any(isinstance(n, ast.Name) and n.id in ("super", "__class__") for n in ast.walk(node)):
+            raise AssertionError(
+                f"Expected the amended RNNBase.{name} not to use super(): it is "
+                "compiled outside its class."
+            )
+        # Keep line numbers: pad with the lines above it, dedented to column 0.
+        source = "\n" * (node.lineno - 1) + _dedent_block(seg)
+        code = compile(source, filename, "exec")
+        local: dict = {}
+        exec(code, ns, local)
+        fn = local[name]
+        fn.__qualname__ = f"RNNBase.{name}"
+        fn.__module__ = rnn.__name__
+        out[name] = fn
+    return out
+
+
+def _class_methods(text: str, cls: str) -> dict[str, ast.FunctionDef]:
+    tree = ast.parse(text)
+    node = next(
+        n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls
+    )
+    return {n.name: n for n in node.body if isinstance(n, ast.FunctionDef)}
+
+
+def _dedent_block(seg: str) -> str:
+    lines = seg.splitlines(keepends=True)
+    indent = len(lines[0]) - len(lines[0].lstrip())
+    return "".join(line[indent:] if line[:indent].strip() == "" else line for line in lines)
+
+
+def stack_upto(name: str | None) -> tuple[Patch, ...]:
+    r"""Return the patches up to and including the upstream patch ``name``
+    (all of them for ``None``), with the runtime-only patches that come before."""
+    out = []
+    for patch in patches():
+        out.append(patch)
+        if name is not None and patch.name == name:
+            return tuple(out)
+    if name is not None:
+        raise ValueError(
+            f"Expected the name of a patch of the stack. Got {name!r}; the stack is "
+            f"{[p.name for p in patches()]}."
+        )
+    return tuple(out)
+
