@@ -140,6 +140,10 @@ def _no_autocast(fn):
     return wrapper
 
 
+def _has_tangent(T: Tensor) -> bool:
+    return torch.autograd.forward_ad.unpack_dual(T).tangent is not None
+
+
 def _interleaved(Z: Tensor) -> Tensor:
     # The (*, n, 2m) real matrix [Re z_11, Im z_11, Re z_12, ...] of a complex
     # (*, n, m) one; a view when Z is row-major. For real E,
@@ -280,6 +284,12 @@ class _SkewMatrixExp(torch.autograd.Function):
         if torch.compiler.is_compiling():
             # Compiled graphs support first derivatives only, so there is
             # nothing for _SkewExpFrechet to add, and Dynamo could not trace its jvp.
+            return _frechet(lam, V, gQ, adjoint=True)
+        if not torch.is_grad_enabled() and not _has_tangent(gQ) and not _has_tangent(A):
+            # A first derivative only (no create_graph, no forward AD over it):
+            # nothing will differentiate the result, so skip the Function that
+            # would state its derivatives. It costs more than the products at
+            # small n.
             return _frechet(lam, V, gQ, adjoint=True)
         return _SkewExpFrechet.apply(A, lam, V, gQ, True)
 
