@@ -2,6 +2,7 @@
 import contextlib
 import io
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -12,6 +13,7 @@ from unittest import mock
 from torch.testing._internal.common_utils import run_tests, TestCase
 
 import torch_ortho_patch
+from torch_ortho_patch import _startup
 from torch_ortho_patch.__main__ import main
 from torch_ortho_patch._upstream import build_diff
 
@@ -38,11 +40,76 @@ if len(sys.argv) > 1 and sys.argv[1].isdigit():
 """
 
 
-def python(*args, cwd=REPO):
-    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONWARNINGS="ignore")
+# A child that reports whether it sees our orthogonal: exit status 0 if
+# torch.nn.utils.parametrizations.orthogonal takes `blocks`, 3 if not.
+PROBE = """\
+import inspect, sys
+import torch.nn.utils.parametrizations as P
+sys.exit(0 if "blocks" in inspect.signature(P.orthogonal).parameters else 3)
+"""
+
+# A user script that starts children the ways users do. See Note [Reaching
+# child processes].
+CHILDREN = f"""\
+import multiprocessing, os, subprocess, sys
+
+PROBE = {PROBE!r}
+
+
+def probe():
+    exec(PROBE)
+
+
+def child(code, **kwargs):
+    return subprocess.run([sys.executable, "-c", code], **kwargs).returncode
+
+
+if __name__ == "__main__":
+    process = multiprocessing.get_context("spawn").Process(target=probe)
+    process.start()
+    process.join()
+    print("spawn", process.exitcode)
+    print("subprocess", child(PROBE))
+    # torch_ortho_patch imported before torch: installed once both are complete.
+    print("ours first", child("import torch_ortho_patch as t; "
+                              "raise SystemExit(0 if t.is_installed() else 3)"))
+    # A child that does not use torch does not import it.
+    no_torch = "import sys; raise SystemExit(3 * ('torch' in sys.modules))"
+    print("no torch", child(no_torch))
+    grandchild = (
+        "import subprocess, sys\\n"
+        "code = %r\\n"
+        "raise SystemExit(subprocess.run([sys.executable, '-c', code]).returncode)"
+    )
+    print("grandchild", child(grandchild % PROBE))
+    env = {{k: v for k, v in os.environ.items() if k != "TORCH_ORTHO_PATCH_RUN"}}
+    print("without the variable", child(PROBE, env=env))
+    print("variable", os.environ["TORCH_ORTHO_PATCH_RUN"])
+"""
+
+
+def python(*args, cwd=REPO, env=None):
+    env = dict(os.environ if env is None else env)
+    env.update(PYTHONPATH=str(REPO), PYTHONWARNINGS="ignore")
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True
     )
+
+
+def run_in_process(*argv, cwd=None):
+    r"""Return (status, stderr) of main(argv) run in this process, in ``cwd``."""
+    stderr = io.StringIO()
+    old_cwd = os.getcwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        with contextlib.redirect_stderr(stderr):
+            code = main(list(argv))
+    except SystemExit as e:
+        code = e.code
+    finally:
+        os.chdir(old_cwd)
+    return code, stderr.getvalue()
 
 
 def fields(stdout):
@@ -103,6 +170,98 @@ class TestCLI(TestCase):
         result = python("-m", "torch_ortho_patch", "run", str(self.tmp / "bad.py"))
         self.assertEqual(result.returncode, 1)
         self.assertIn("KeyError: 'nope'", result.stderr)
+
+    def test_run_reaches_child_processes(self):
+        # See Note [Reaching child processes]
+        (self.tmp / "children.py").write_text(CHILDREN)
+        result = python("-m", "torch_ortho_patch", "run", "children.py", cwd=self.tmp)
+        self.assertEqual(result.returncode, 0, msg=result.stderr)
+        self.assertExpectedInline(
+            result.stdout,
+            """\
+spawn 0
+subprocess 0
+ours first 0
+no torch 0
+grandchild 0
+without the variable 3
+variable 1
+""",
+        )
+
+    def test_startup_hook_needs_the_variable(self):
+        # The hook that run puts on PYTHONPATH does nothing without the variable,
+        # and the variable does nothing without the hook: importing
+        # torch_ortho_patch never patches.
+        hook = self.tmp / "hook"
+        hook.mkdir()
+        shutil.copyfile(_startup.__file__, hook / _startup.FILE_NAME)
+        env = {k: v for k, v in os.environ.items() if k != _startup.ENV}
+        cases = [
+            ([hook, REPO], {}, 3),
+            ([REPO], {_startup.ENV: "1"}, 3),
+            ([hook, REPO], {_startup.ENV: "1"}, 0),
+        ]
+        code = "import torch_ortho_patch\n" + PROBE
+        for path, variable, status in cases:
+            result = subprocess.run(
+                [sys.executable, "-c", code],
+                env={**env, **variable, "PYTHONPATH": os.pathsep.join(map(str, path))},
+                capture_output=True,
+                text=True,
+            )
+            self.assertEqual(result.returncode, status, msg=(path, result.stderr))
+        # Imported as part of the package, it installs no hook.
+        self.assertFalse(
+            any(getattr(f, _startup._MARK, False) for f in sys.meta_path)
+        )
+
+    def test_run_chains_to_an_existing_sitecustomize(self):
+        site = self.tmp / "site"
+        site.mkdir()
+        (site / "sitecustomize.py").write_text("MARKER = 'theirs'\n")
+        (self.tmp / "chain.py").write_text(
+            "import subprocess, sys\n"
+            f"code = {PROBE!r}.replace('import inspect, sys', "
+            "'import inspect, sys, sitecustomize; print(sitecustomize.MARKER); "
+            "print(any(\"torch_ortho_patch-run\" in p for p in sys.path))')\n"
+            "status = subprocess.run([sys.executable, '-c', code]).returncode\n"
+            "raise SystemExit(status)\n"
+        )
+        env = dict(os.environ)
+        result = subprocess.run(
+            [sys.executable, "-m", "torch_ortho_patch", "run", "chain.py"],
+            cwd=self.tmp,
+            env={**env, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])},
+            capture_output=True,
+            text=True,
+        )
+        self.assertEqual(result.returncode, 0, msg=result.stderr)
+        # Theirs ran; our directory is off the child's sys.path again.
+        self.assertEqual(result.stdout, "theirs\nFalse\n")
+
+    def test_run_restores_the_environment(self):
+        (self.tmp / "env.py").write_text(
+            "import os, sys\n"
+            "sys.modules['__probe__'] = (os.environ['TORCH_ORTHO_PATCH_RUN'],\n"
+            "    os.environ['PYTHONPATH'].split(os.pathsep))\n"
+        )
+        before = {k: os.environ.get(k) for k in ("PYTHONPATH", _startup.ENV)}
+        try:
+            code, stderr = run_in_process("run", str(self.tmp / "env.py"))
+            variable, path = sys.modules["__probe__"]
+        finally:
+            sys.modules.pop("__probe__", None)
+        self.assertEqual((code, stderr), (0, ""))
+        self.assertEqual(variable, "1")
+        hook_dir = Path(path[0])
+        self.assertTrue(hook_dir.name.startswith("torch_ortho_patch-run-"))
+        rest = before["PYTHONPATH"].split(os.pathsep) if before["PYTHONPATH"] else []
+        self.assertEqual(path[1:], rest)
+        self.assertEqual(
+            {k: os.environ.get(k) for k in ("PYTHONPATH", _startup.ENV)}, before
+        )
+        self.assertFalse(hook_dir.exists())
 
     def test_run_in_process(self):
         # run installs for the script only and restores sys.argv and sys.path.

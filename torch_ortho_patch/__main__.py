@@ -7,10 +7,14 @@ benchmarks.
 """
 
 import argparse
+import contextlib
 import importlib
 import os
 import runpy
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 
 
 __all__ = ["main"]
@@ -42,7 +46,10 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         description="Call torch_ortho_patch.install(), then run SCRIPT (or MODULE) "
         "as __main__ with ARGS in sys.argv, the way `python SCRIPT ARGS` (or "
         "`python -m MODULE ARGS`) would. Everything after SCRIPT or MODULE is "
-        "passed on. The exit status is the script's.",
+        "passed on. The exit status is the script's. Python processes that the "
+        "script starts (multiprocessing spawn or forkserver children, subprocesses "
+        "running Python) install the patch too, when they import torch: run sets "
+        "TORCH_ORTHO_PATCH_RUN=1 and puts a sitecustomize first on PYTHONPATH.",
     )
     run.add_argument("-m", dest="module", metavar="MODULE", help="run a module")
     run.add_argument("script", nargs="?", metavar="SCRIPT", help="path of the script")
@@ -82,6 +89,30 @@ def _split_run(args: list[str]) -> tuple[list[str], list[str]]:
     return args[:1], args[1:]
 
 
+@contextlib.contextmanager
+def _reach_children() -> Iterator[None]:
+    r"""Make the Python processes that the script starts install the patch too.
+
+    See Note [Reaching child processes].
+    """
+    from . import _startup
+
+    saved = {name: os.environ.get(name) for name in (_startup.ENV, "PYTHONPATH")}
+    with tempfile.TemporaryDirectory(prefix="torch_ortho_patch-run-") as hook_dir:
+        shutil.copyfile(_startup.__file__, os.path.join(hook_dir, _startup.FILE_NAME))
+        path = saved["PYTHONPATH"]
+        os.environ["PYTHONPATH"] = hook_dir + (os.pathsep + path if path else "")
+        os.environ[_startup.ENV] = "1"
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
 def _run(script: str | None, module: str | None, args: list[str]) -> int:
     from ._install import installed
 
@@ -94,7 +125,7 @@ def _run(script: str | None, module: str | None, args: list[str]) -> int:
         return 2
     saved_argv, saved_path = sys.argv[:], sys.path[:]
     try:
-        with installed():
+        with _reach_children(), installed():
             if module is not None:
                 # run_module(alter_sys=True) puts the module's file in sys.argv[0].
                 sys.argv = [module, *args]
