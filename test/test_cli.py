@@ -166,10 +166,142 @@ class TestCLI(TestCase):
         self.assertEqual(out["ok"], "True")
 
     def test_run_script_that_raises(self):
-        (self.tmp / "bad.py").write_text("raise KeyError('nope')\n")
-        result = python("-m", "torch_ortho_patch", "run", str(self.tmp / "bad.py"))
-        self.assertEqual(result.returncode, 1)
-        self.assertIn("KeyError: 'nope'", result.stderr)
+        # The traceback starts at the script, exactly as python prints it.
+        # See Note [Tracebacks under run].
+        (self.tmp / "bad.py").write_text(
+            "def f():\n    raise KeyError('nope')\n\nf()\n"
+        )
+        plain = python("bad.py", cwd=self.tmp)
+        ours = python("-m", "torch_ortho_patch", "run", "bad.py", cwd=self.tmp)
+        self.assertEqual((ours.returncode, ours.stderr), (1, plain.stderr))
+        self.assertExpectedInline(
+            ours.stderr.replace(str(self.tmp), "<tmp>"),
+            """\
+Traceback (most recent call last):
+  File "<tmp>/bad.py", line 4, in <module>
+    f()
+  File "<tmp>/bad.py", line 2, in f
+    raise KeyError('nope')
+KeyError: 'nope'
+""",
+        )
+        # The same in this process, for more kinds of failure: the frames above
+        # the caught exception are not in its traceback, so nothing differs.
+        scripts = {
+            "syntax.py": "x = (\n",
+            "imports.py": "import no_such_module_for_the_test\n",
+            "chained.py": "try:\n    raise KeyError('first')\nexcept KeyError as e:\n"
+            "    raise ValueError('again') from e\n",
+        }
+        for name, text in scripts.items():
+            (self.tmp / name).write_text(text)
+            plain = python(name, cwd=self.tmp)
+            ours = run_in_process("run", name, cwd=self.tmp)
+            self.assertEqual(ours, (1, plain.stderr))
+        self.assertExpectedInline(
+            plain.stderr.replace(str(self.tmp), "<tmp>"),
+            """\
+Traceback (most recent call last):
+  File "<tmp>/chained.py", line 2, in <module>
+    raise KeyError('first')
+KeyError: 'first'
+
+The above exception was the direct cause of the following exception:
+
+Traceback (most recent call last):
+  File "<tmp>/chained.py", line 4, in <module>
+    raise ValueError('again') from e
+ValueError: again
+""",
+        )
+
+    def test_run_module_that_raises(self):
+        # A module's traceback starts at the module, without runpy's frames.
+        (self.tmp / "bad_module.py").write_text("raise KeyError('nope')\n")
+        code, stderr = run_in_process("run", "-m", "bad_module", cwd=self.tmp)
+        self.assertEqual(code, 1)
+        self.assertExpectedInline(
+            stderr.replace(str(self.tmp), "<tmp>"),
+            """\
+Traceback (most recent call last):
+  File "<tmp>/bad_module.py", line 1, in <module>
+    raise KeyError('nope')
+KeyError: 'nope'
+""",
+        )
+
+    def test_run_uses_the_scripts_excepthook(self):
+        (self.tmp / "hook.py").write_text(
+            "import sys, traceback\n"
+            "def hook(t, e, tb):\n"
+            "    print('hook:', t.__name__, traceback.extract_tb(tb)[0].name,\n"
+            "          file=sys.stderr)\n"
+            "sys.excepthook = hook\n"
+            "def f():\n"
+            "    raise KeyError('nope')\n"
+            "f()\n"
+        )
+        saved = sys.excepthook
+        try:
+            code, stderr = run_in_process("run", str(self.tmp / "hook.py"))
+        finally:
+            sys.excepthook = saved
+        self.assertEqual(code, 1)
+        self.assertExpectedInline(stderr, """hook: KeyError <module>\n""")
+
+    def test_run_keyboard_interrupt(self):
+        (self.tmp / "interrupted.py").write_text("raise KeyboardInterrupt\n")
+        code, stderr = run_in_process("run", str(self.tmp / "interrupted.py"))
+        self.assertEqual(code, 130)
+        self.assertExpectedInline(
+            stderr.replace(str(self.tmp), "<tmp>"),
+            """\
+Traceback (most recent call last):
+  File "<tmp>/interrupted.py", line 1, in <module>
+    raise KeyboardInterrupt
+KeyboardInterrupt
+""",
+        )
+
+    def test_run_module_errors_are_one_line(self):
+        # As `python -m`, with our prefix instead of sys.executable's.
+        (self.tmp / "package").mkdir()
+        (self.tmp / "package" / "__init__.py").write_text("")
+        self.addCleanup(sys.modules.pop, "package", None)
+        lines = []
+        for module in ("no_such_module_for_the_test", "package", ".relative"):
+            plain = python("-m", module, cwd=self.tmp)
+            code, stderr = run_in_process("run", "-m", module, cwd=self.tmp)
+            self.assertEqual(code, 1, msg=stderr)
+            self.assertEqual(code, plain.returncode)
+            prefix = "python -m torch_ortho_patch run: "
+            self.assertEqual(
+                stderr.removeprefix(prefix),
+                plain.stderr.removeprefix(f"{sys.executable}: "),
+            )
+            lines.append(stderr)
+        self.assertExpectedInline(
+            "".join(lines),
+            """\
+python -m torch_ortho_patch run: No module named no_such_module_for_the_test
+python -m torch_ortho_patch run: No module named package.__main__; 'package' is a package and cannot be directly executed
+python -m torch_ortho_patch run: Relative module names not supported
+""",  # noqa: B950
+        )
+        # A package whose __init__ fails shows the failure, as python does.
+        sys.modules.pop("package", None)
+        (self.tmp / "package" / "__init__.py").write_text("raise ValueError('init')\n")
+        code, stderr = run_in_process("run", "-m", "package.sub", cwd=self.tmp)
+        self.assertEqual(code, 1)
+        self.assertExpectedInline(
+            stderr.replace(str(self.tmp), "<tmp>"),
+            """\
+Traceback (most recent call last):
+  File "<tmp>/package/__init__.py", line 1, in <module>
+    raise ValueError('init')
+ValueError: init
+""",
+        )
 
     def test_run_reaches_child_processes(self):
         # See Note [Reaching child processes]
@@ -285,13 +417,18 @@ variable 1
         self.assertEqual(sys.path, path)
 
     def test_run_errors(self):
-        stderr = io.StringIO()
-        with contextlib.redirect_stderr(stderr):
-            code = main(["run", str(self.tmp / "missing.py")])
+        code, stderr = run_in_process("run", str(self.tmp / "missing.py"))
         self.assertEqual(code, 2)
         self.assertExpectedInline(
-            stderr.getvalue().replace(str(self.tmp), "<tmp>"),
+            stderr.replace(str(self.tmp), "<tmp>"),
             """python -m torch_ortho_patch run: can't open file '<tmp>/missing.py': [Errno 2] No such file or directory\n""",  # noqa: B950
+        )
+        (self.tmp / "directory").mkdir()
+        code, stderr = run_in_process("run", str(self.tmp / "directory"))
+        self.assertEqual(code, 1)
+        self.assertExpectedInline(
+            stderr.replace(str(self.tmp), "<tmp>"),
+            """python -m torch_ortho_patch run: can't find '__main__' module in '<tmp>/directory'\n""",  # noqa: B950
         )
         stderr = io.StringIO()
         with contextlib.redirect_stderr(stderr), self.assertRaises(SystemExit) as cm:

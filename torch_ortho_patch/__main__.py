@@ -14,6 +14,7 @@ import runpy
 import shutil
 import sys
 import tempfile
+import types
 from collections.abc import Iterator
 
 
@@ -89,6 +90,18 @@ def _split_run(args: list[str]) -> tuple[list[str], list[str]]:
     return args[:1], args[1:]
 
 
+def _cannot_open(script: str) -> str | None:
+    r"""Return python's message for a script that it cannot open, or ``None``."""
+    if os.path.isdir(script):
+        return None  # runpy looks for its __main__ module
+    try:
+        with open(script, "rb"):
+            pass
+    except OSError as e:
+        return f"can't open file {script!r}: [Errno {e.errno}] {e.strerror}"
+    return None
+
+
 @contextlib.contextmanager
 def _reach_children() -> Iterator[None]:
     r"""Make the Python processes that the script starts install the patch too.
@@ -113,19 +126,66 @@ def _reach_children() -> Iterator[None]:
                     os.environ[name] = value
 
 
+# Note [Tracebacks under run]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# `python SCRIPT` prints a failing script's traceback from the script's first
+# frame on, and `python -m MODULE` reports a module that it cannot find (or a
+# package without __main__, or a relative name) in one line, "<python>: <why>",
+# with status 1. Under `run` the exception would pass through this file and
+# runpy first, so _run catches it and prints it itself: the leading frames of
+# this file, of runpy and of importlib's bootstrap (which Python's import
+# machinery hides as well) are dropped, and what is left goes to
+# sys.excepthook, as Python does, so that a hook the script installed is used.
+# runpy raises its one-line errors as a plain ImportError from its own frames;
+# an ImportError raised by the script's code has the script's frames in its
+# traceback and is printed in full. SystemExit propagates untouched.
+# KeyboardInterrupt gets the same trimmed traceback and status 130, the shell's
+# status for SIGINT (Python itself ends by re-sending SIGINT to itself).
+
+
+def _hidden(code: types.CodeType) -> bool:
+    return code.co_filename in (
+        _run.__code__.co_filename,
+        runpy.run_path.__code__.co_filename,
+    ) or code.co_filename.startswith("<frozen importlib.")
+
+
+def _report(e: BaseException) -> int:
+    r"""Print an exception of ``run``'s script as Python would and return the status.
+
+    See Note [Tracebacks under run].
+    """
+    tb = e.__traceback__
+    last = tb
+    while last is not None and last.tb_next is not None:
+        last = last.tb_next
+    while tb is not None and _hidden(tb.tb_frame.f_code):
+        tb = tb.tb_next
+    runpy_file = runpy.run_path.__code__.co_filename
+    if (
+        type(e) is ImportError
+        and tb is None
+        and last is not None
+        and last.tb_frame.f_code.co_filename == runpy_file
+    ):
+        print(f"{_PROG} run: {e}", file=sys.stderr)
+        return 1
+    # The default hook prints e.__traceback__, whatever its third argument.
+    sys.excepthook(type(e), e.with_traceback(tb), tb)
+    return 130 if isinstance(e, KeyboardInterrupt) else 1
+
+
 def _run(script: str | None, module: str | None, args: list[str]) -> int:
     from ._install import installed
 
-    if script is not None and not os.path.exists(script):
-        print(
-            f"{_PROG} run: can't open file {script!r}: [Errno 2] No such file or "
-            "directory",
-            file=sys.stderr,
-        )
-        return 2
+    if script is not None:
+        error = _cannot_open(script)
+        if error is not None:
+            print(f"{_PROG} run: {error}", file=sys.stderr)
+            return 2
     saved_argv, saved_path = sys.argv[:], sys.path[:]
-    try:
-        with _reach_children(), installed():
+    with _reach_children(), installed():
+        try:
             if module is not None:
                 # run_module(alter_sys=True) puts the module's file in sys.argv[0].
                 sys.argv = [module, *args]
@@ -134,16 +194,24 @@ def _run(script: str | None, module: str | None, args: list[str]) -> int:
             elif script is not None:
                 sys.argv = [script, *args]
                 sys.path[0] = os.path.dirname(os.path.realpath(script))
-                runpy.run_path(script, run_name="__main__")
-    finally:
-        sys.argv, sys.path[:] = saved_argv, saved_path
+                # Python gives __main__ an absolute __file__; tracebacks show it.
+                runpy.run_path(os.path.abspath(script), run_name="__main__")
+        except SystemExit:
+            raise
+        except BaseException as e:  # noqa: B036
+            # Printed the way Python would. See Note [Tracebacks under run].
+            return _report(e)
+        finally:
+            sys.argv, sys.path[:] = saved_argv, saved_path
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     r"""Run the command line on ``argv`` (default: ``sys.argv[1:]``), return the status.
 
-    A ``SystemExit`` raised by the script that ``run`` runs propagates.
+    A ``SystemExit`` raised by the script that ``run`` runs propagates. Any other
+    exception of the script is printed as Python would print it, and the status
+    is 1 (see Note [Tracebacks under run]).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, run_parser = _parser()
