@@ -1,5 +1,6 @@
 # Owner(s): ["module: nn"]
 import contextlib
+import inspect
 import io
 import os
 import shutil
@@ -10,6 +11,8 @@ import types
 from pathlib import Path
 from unittest import mock
 
+import torch
+import torch.nn.utils.parametrizations as P
 from torch.testing._internal.common_utils import run_tests, TestCase
 
 import torch_ortho_patch
@@ -430,17 +433,61 @@ variable 1
             stderr.replace(str(self.tmp), "<tmp>"),
             """python -m torch_ortho_patch run: can't find '__main__' module in '<tmp>/directory'\n""",  # noqa: B950
         )
-        stderr = io.StringIO()
-        with contextlib.redirect_stderr(stderr), self.assertRaises(SystemExit) as cm:
-            main(["run"])
-        self.assertEqual(cm.exception.code, 2)
+        usage = "usage: python -m torch_ortho_patch run [-h] (SCRIPT | -m MODULE) [ARGS ...]\n"  # noqa: B950
+        errors = []
+        for argv in (["run"], ["run", "--"], ["run", "-m"], ["run", "-m", ""],
+                     ["run", "--flag", "x.py"]):
+            code, stderr = run_in_process(*argv)
+            self.assertEqual(code, 2, msg=argv)
+            self.assertTrue(stderr.startswith(usage), msg=stderr)
+            errors.append(stderr.removeprefix(usage))
         self.assertExpectedInline(
-            stderr.getvalue(),
+            "".join(errors),
             """\
-usage: python -m torch_ortho_patch run [-h] (SCRIPT | -m MODULE) [ARGS ...]
 python -m torch_ortho_patch run: error: expected either SCRIPT or -m MODULE
+python -m torch_ortho_patch run: error: expected either SCRIPT or -m MODULE
+python -m torch_ortho_patch run: error: argument -m: expected one argument
+python -m torch_ortho_patch run: error: argument -m: expected a module name, got ''
+python -m torch_ortho_patch run: error: unrecognized arguments: --flag
 """,
         )
+
+    def test_run_version_gate(self):
+        script = self.tmp / "user_script.py"
+        with mock.patch.object(torch, "__version__", "2.12.1"):
+            code, stderr = run_in_process("run", str(script))
+        self.assertEqual(code, 2)
+        self.assertExpectedInline(
+            stderr,
+            """python -m torch_ortho_patch run: error: torch_ortho_patch.install() does not support this PyTorch. Expected torch >= 2.13. Got 2.12.1.\n""",  # noqa: B950
+        )
+
+    def test_run_after_double_dash(self):
+        # `--` ends run's own options: a script whose name starts with "-".
+        (self.tmp / "-dash.py").write_text(SCRIPT)
+        result = python(
+            "-m", "torch_ortho_patch", "run", "--", "-dash.py", "5", "-m", cwd=self.tmp
+        )
+        self.assertEqual(result.returncode, 5, msg=result.stderr)
+        self.assertEqual(fields(result.stdout)["argv"], "['5', '-m']")
+        self.assertEqual(fields(result.stdout)["ok"], "True")
+
+    def test_other_commands_reject_bad_arguments(self):
+        # Each with the usage of its own command. argparse's own wording changes
+        # between Python releases, so only a stable part of it is pinned.
+        prog = "python -m torch_ortho_patch"
+        for argv, command, message in (
+            (["check", "extra"], " check", "unrecognized arguments: extra"),
+            (["diff", "a", "b"], " diff", "unrecognized arguments: a b"),
+            (["diff", "--torch-src"], " diff", "argument --torch-src: expected"),
+            (["nope"], "", "invalid choice: 'nope'"),
+        ):
+            code, stderr = run_in_process(*argv)
+            self.assertEqual(code, 2, msg=argv)
+            usage, error = stderr.splitlines()
+            self.assertTrue(usage.startswith(f"usage: {prog}{command} [-h]"), usage)
+            self.assertTrue(error.startswith(f"{prog}{command}: error: "), error)
+            self.assertIn(message, error)
 
     def test_help(self):
         for command in ([], ["check"], ["run"], ["diff"]):
@@ -469,6 +516,16 @@ python -m torch_ortho_patch run: error: expected either SCRIPT or -m MODULE
         result = python("-m", "torch_ortho_patch", "diff", "--torch-src", str(self.tmp))
         self.assertEqual(result.returncode, 2)
         self.assertIn("diff: error: Expected a PyTorch source tree", result.stderr)
+        # A tree with parametrizations.py but no rnn.py: an error, not a traceback.
+        parametrizations = self.tmp / "torch" / "nn" / "utils" / "parametrizations.py"
+        parametrizations.parent.mkdir(parents=True)
+        shutil.copyfile(inspect.getfile(P), parametrizations)
+        code, stderr = run_in_process("diff", "--torch-src", str(self.tmp))
+        self.assertEqual(code, 2)
+        self.assertExpectedInline(
+            stderr.replace(str(self.tmp), "<tmp>"),
+            """python -m torch_ortho_patch diff: error: [Errno 2] No such file or directory: '<tmp>/torch/nn/modules/rnn.py'\n""",  # noqa: B950
+        )
 
     def test_bench_delegates(self):
         calls = []

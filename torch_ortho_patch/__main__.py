@@ -23,14 +23,20 @@ __all__ = ["main"]
 _PROG = "python -m torch_ortho_patch"
 
 
-def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+def _module_name(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError(f"expected a module name, got {text!r}")
+    return text
+
+
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(
         prog=_PROG,
         description="Block-orthogonal parametrizations for PyTorch, as a patch. "
         "Without a command, runs `check`.",
     )
     sub = parser.add_subparsers(dest="command", metavar="{check,run,diff,bench}")
-    sub.add_parser(
+    check = sub.add_parser(
         "check",
         help="report versions, whether the patch applies and live error measurements "
         "(default)",
@@ -52,7 +58,9 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         "running Python) install the patch too, when they import torch: run sets "
         "TORCH_ORTHO_PATCH_RUN=1 and puts a sitecustomize first on PYTHONPATH.",
     )
-    run.add_argument("-m", dest="module", metavar="MODULE", help="run a module")
+    run.add_argument(
+        "-m", dest="module", metavar="MODULE", type=_module_name, help="run a module"
+    )
     run.add_argument("script", nargs="?", metavar="SCRIPT", help="path of the script")
     run.add_argument("args", nargs="*", metavar="ARGS", help="arguments of the script")
     diff = sub.add_parser(
@@ -74,14 +82,14 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         add_help=False,
         help="run the benchmarks (`bench --help` lists their options)",
     )
-    return parser, run
+    return parser, {"check": check, "run": run, "diff": diff}
 
 
 def _split_run(args: list[str]) -> tuple[list[str], list[str]]:
     r"""Split ``run``'s arguments into ours and the ones passed on to the script."""
     if not args or args[0] in ("-h", "--help"):
         return args, []
-    if args[0] == "-m":
+    if args[0] in ("-m", "--"):
         return args[:2], args[2:]
     if args[0].startswith("-m"):
         return args[:1], args[1:]
@@ -176,13 +184,18 @@ def _report(e: BaseException) -> int:
 
 
 def _run(script: str | None, module: str | None, args: list[str]) -> int:
-    from ._install import installed
+    from ._install import _check_torch_version, installed
 
     if script is not None:
         error = _cannot_open(script)
         if error is not None:
             print(f"{_PROG} run: {error}", file=sys.stderr)
             return 2
+    try:
+        _check_torch_version()
+    except RuntimeError as e:
+        print(f"{_PROG} run: error: {e}", file=sys.stderr)
+        return 2
     saved_argv, saved_path = sys.argv[:], sys.path[:]
     with _reach_children(), installed():
         try:
@@ -214,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     is 1 (see Note [Tracebacks under run]).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser, run_parser = _parser()
+    parser, commands = _parser()
     if argv and argv[0] == "bench":
         # Imported here: the benchmarks are only needed for this command.
         try:
@@ -228,22 +241,28 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "run":
         ours, rest = _split_run(argv[1:])
         argv = ["run", *ours]
-    ns = parser.parse_args(argv)
+    ns, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # argparse would report them with the usage of the top-level parser.
+        commands.get(ns.command, parser).error(
+            f"unrecognized arguments: {' '.join(unknown)}"
+        )
     if ns.command is None or ns.command == "check":
         from . import _check
 
         return _check.main()
     if ns.command == "run":
         if (ns.module is None) == (ns.script is None):
-            run_parser.error("expected either SCRIPT or -m MODULE")
+            commands["run"].error("expected either SCRIPT or -m MODULE")
         return _run(ns.script, ns.module, rest)
     if ns.command == "diff":
         from ._upstream import build_diff
 
         try:
-            sys.stdout.write(build_diff(ns.torch_src))
-        except (ValueError, RuntimeError) as e:
+            patch = build_diff(ns.torch_src)
+        except (OSError, ValueError, RuntimeError) as e:
             parser.exit(2, f"{_PROG} diff: error: {e}\n")
+        sys.stdout.write(patch)
         return 0
     raise AssertionError(f"unhandled command {ns.command!r}")
 
