@@ -11,6 +11,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 import torch
 from torch.testing._internal.common_utils import run_tests, TestCase
@@ -173,13 +174,146 @@ class TestBench(TestCase):
         self.assertEqual(goals["R2-GRU-direct"], (2.1, "MISS"))
         self.assertEqual(goals["R2-LSTM-direct"], (None, "not measured"))
 
+    def cli_error(self, *argv):
+        r"""Return the last stderr line of a bench command line that must fail.
+
+        The benchmarks never start: see Note [Checking bench's arguments].
+        """
+        with mock.patch.object(_bench, "run") as run:
+            with contextlib.redirect_stderr(io.StringIO()) as err:
+                with self.assertRaises(SystemExit) as cm:
+                    cli_main(["bench", *argv])
+        self.assertEqual(cm.exception.code, 2, msg=argv)
+        run.assert_not_called()
+        lines = err.getvalue().splitlines()
+        self.assertTrue(lines[0].startswith("usage: python -m torch_ortho_patch bench"))
+        return lines[-1]
+
     def test_bad_arguments(self):
-        with contextlib.redirect_stderr(io.StringIO()) as err:
-            with self.assertRaises(SystemExit):
-                _bench.main(["--only", "everything"])
-        self.assertIn("invalid choice", err.getvalue())
-        with self.assertRaisesRegex(ValueError, "Expected threads to be a positive"):
-            _bench.run(threads=0)
+        self.assertIn("invalid choice", self.cli_error("--only", "everything"))
+        cpus = os.cpu_count()
+        argvs = [
+            ["--sizes", "0"],
+            ["--sizes", "16", "-5"],
+            ["--sizes", "x"],
+            ["--min-run-time", "-1"],
+            ["--min-run-time", "0"],
+            ["--min-run-time", "nan"],
+            ["--rounds", "0"],
+            ["--threads", "0"],
+            ["--threads", str(cpus + 1)],
+            ["--device", "foo"],
+            ["--device", "meta"],
+            ["--device", "cpu:1"],
+        ]
+        errors = "\n".join(self.cli_error(*argv) for argv in argvs)
+        self.assertExpectedInline(
+            errors.replace(f"at most {cpus} ", "at most <cpus> ").replace(
+                f"'{cpus + 1}'", "'<cpus + 1>'"
+            ),
+            """\
+python -m torch_ortho_patch bench: error: argument --sizes: expected a positive int, got '0'
+python -m torch_ortho_patch bench: error: argument --sizes: expected a positive int, got '-5'
+python -m torch_ortho_patch bench: error: argument --sizes: expected a positive int, got 'x'
+python -m torch_ortho_patch bench: error: argument --min-run-time: expected a positive, finite number of seconds, got '-1'
+python -m torch_ortho_patch bench: error: argument --min-run-time: expected a positive, finite number of seconds, got '0'
+python -m torch_ortho_patch bench: error: argument --min-run-time: expected a positive, finite number of seconds, got 'nan'
+python -m torch_ortho_patch bench: error: argument --rounds: expected a positive int, got '0'
+python -m torch_ortho_patch bench: error: argument --threads: expected a positive int, got '0'
+python -m torch_ortho_patch bench: error: argument --threads: expected at most <cpus> (os.cpu_count()), got '<cpus + 1>'
+python -m torch_ortho_patch bench: error: argument --device: expected cpu, cuda or cuda:N, got 'foo'
+python -m torch_ortho_patch bench: error: argument --device: cannot run on 'meta': the benchmarks run on cpu or cuda only
+python -m torch_ortho_patch bench: error: argument --device: cannot run on 'cpu:1': the CPU device has index 0 only""",  # noqa: B950
+        )
+
+    def test_cuda_that_is_not_there(self):
+        # Why --device cuda cannot run, for each way that CUDA can be missing.
+        errors = []
+        with mock.patch.object(torch.version, "cuda", None), mock.patch.object(
+            torch.version, "hip", None
+        ), mock.patch.object(torch, "__version__", "2.13.0+cpu"):
+            errors.append(self.cli_error("--device", "cuda"))
+        with mock.patch.object(torch.version, "cuda", "12.8"), mock.patch.object(
+            torch.cuda, "is_available", lambda: False
+        ):
+            errors.append(self.cli_error("--device", "cuda"))
+        with mock.patch.object(torch.version, "cuda", "12.8"), mock.patch.object(
+            torch.cuda, "is_available", lambda: True
+        ), mock.patch.object(torch.cuda, "device_count", lambda: 2):
+            errors.append(self.cli_error("--device", "cuda:2"))
+            # A visible device passes the check.
+            self.assertEqual(_bench._device("cuda:1"), torch.device("cuda:1"))
+        self.assertExpectedInline(
+            "\n".join(errors),
+            """\
+python -m torch_ortho_patch bench: error: argument --device: cannot run on 'cuda': this PyTorch (2.13.0+cpu) was built without CUDA
+python -m torch_ortho_patch bench: error: argument --device: cannot run on 'cuda': torch.cuda.is_available() is False: no CUDA device is visible
+python -m torch_ortho_patch bench: error: argument --device: cannot run on 'cuda:2': only 2 CUDA device(s) are visible: cuda:0 to cuda:1""",  # noqa: B950
+        )
+
+    def test_json_path_is_checked_first(self):
+        missing_dir = os.path.join(self.tmp.name, "missing", "out.json")
+        errors = [
+            self.cli_error("--json", missing_dir),
+            self.cli_error("--json", self.tmp.name),
+        ]
+        self.assertExpectedInline(
+            "\n".join(errors).replace(self.tmp.name, "<tmp>"),
+            """\
+python -m torch_ortho_patch bench: error: argument --json: can't open '<tmp>/missing/out.json' for writing: [Errno 2] No such file or directory
+python -m torch_ortho_patch bench: error: argument --json: can't open '<tmp>' for writing: [Errno 21] Is a directory""",  # noqa: B950
+        )
+        # The check leaves a writable path as it was: no new file, no truncation.
+        new = os.path.join(self.tmp.name, "new.json")
+        self.assertIsNone(_bench._cannot_write(new))
+        self.assertFalse(os.path.lexists(new))
+        self.assertIsNone(_bench._cannot_write(self.json_path))
+        with open(self.json_path) as f:
+            self.assertEqual(json.load(f), self.data)
+
+    def test_run_rejects_bad_arguments(self):
+        cases = [
+            {"threads": 0},
+            {"threads": 2.0},
+            {"threads": os.cpu_count() + 1},
+            {"quick": "yes"},
+            {"only": "everything"},
+            {"min_run_time": -1.0},
+            {"min_run_time": float("inf")},
+            {"rounds": 0},
+            {"sizes": []},
+            {"sizes": [16, 0]},
+            {"sizes": 16},
+            {"device": "foo"},
+            {"device": "meta"},
+            {"log": "stderr"},
+        ]
+        messages = []
+        for kwargs in cases:
+            with self.assertRaises((TypeError, ValueError), msg=kwargs) as cm:
+                _bench.run(**kwargs)
+            messages.append(f"{type(cm.exception).__name__}: {cm.exception}")
+        cpus = os.cpu_count()
+        self.assertExpectedInline(
+            "\n".join(messages)
+            .replace(f"= {cpus}.", "= <cpus>.")
+            .replace(f"Got {cpus + 1}.", "Got <cpus + 1>."),
+            """\
+ValueError: Expected threads to be a positive int. Got 0.
+ValueError: Expected threads to be a positive int. Got 2.0.
+ValueError: Expected threads to be at most os.cpu_count() = <cpus>. Got <cpus + 1>.
+TypeError: Expected quick to be a bool. Got str.
+ValueError: Expected only to be None, 'maps' or 'rnn'. Got 'everything'.
+ValueError: Expected min_run_time to be a positive, finite number of seconds. Got -1.0.
+ValueError: Expected min_run_time to be a positive, finite number of seconds. Got inf.
+ValueError: Expected rounds to be a positive int. Got 0.
+ValueError: Expected sizes to be a non-empty list of positive ints. Got [].
+ValueError: Expected sizes to be a non-empty list of positive ints. Got [16, 0].
+ValueError: Expected sizes to be a non-empty list of positive ints. Got 16.
+ValueError: Expected device to be cpu, cuda or cuda:N. Got 'foo'.
+ValueError: Expected a device to benchmark on. Got 'meta': the benchmarks run on cpu or cuda only.
+TypeError: Expected log to be callable. Got str.""",  # noqa: B950
+        )
 
     def test_plot_and_rst(self):
         plot = _load_plot()

@@ -1,7 +1,9 @@
 # Owner(s): ["module: nn"]
 import contextlib
+import inspect
 import io
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -9,9 +11,12 @@ import types
 from pathlib import Path
 from unittest import mock
 
+import torch
+import torch.nn.utils.parametrizations as P
 from torch.testing._internal.common_utils import run_tests, TestCase
 
 import torch_ortho_patch
+from torch_ortho_patch import _startup
 from torch_ortho_patch.__main__ import main
 from torch_ortho_patch._upstream import build_diff
 
@@ -38,11 +43,76 @@ if len(sys.argv) > 1 and sys.argv[1].isdigit():
 """
 
 
-def python(*args, cwd=REPO):
-    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONWARNINGS="ignore")
+# A child that reports whether it sees our orthogonal: exit status 0 if
+# torch.nn.utils.parametrizations.orthogonal takes `blocks`, 3 if not.
+PROBE = """\
+import inspect, sys
+import torch.nn.utils.parametrizations as P
+sys.exit(0 if "blocks" in inspect.signature(P.orthogonal).parameters else 3)
+"""
+
+# A user script that starts children the ways users do. See Note [Reaching
+# child processes].
+CHILDREN = f"""\
+import multiprocessing, os, subprocess, sys
+
+PROBE = {PROBE!r}
+
+
+def probe():
+    exec(PROBE)
+
+
+def child(code, **kwargs):
+    return subprocess.run([sys.executable, "-c", code], **kwargs).returncode
+
+
+if __name__ == "__main__":
+    process = multiprocessing.get_context("spawn").Process(target=probe)
+    process.start()
+    process.join()
+    print("spawn", process.exitcode)
+    print("subprocess", child(PROBE))
+    # torch_ortho_patch imported before torch: installed once both are complete.
+    print("ours first", child("import torch_ortho_patch as t; "
+                              "raise SystemExit(0 if t.is_installed() else 3)"))
+    # A child that does not use torch does not import it.
+    no_torch = "import sys; raise SystemExit(3 * ('torch' in sys.modules))"
+    print("no torch", child(no_torch))
+    grandchild = (
+        "import subprocess, sys\\n"
+        "code = %r\\n"
+        "raise SystemExit(subprocess.run([sys.executable, '-c', code]).returncode)"
+    )
+    print("grandchild", child(grandchild % PROBE))
+    env = {{k: v for k, v in os.environ.items() if k != "TORCH_ORTHO_PATCH_RUN"}}
+    print("without the variable", child(PROBE, env=env))
+    print("variable", os.environ["TORCH_ORTHO_PATCH_RUN"])
+"""
+
+
+def python(*args, cwd=REPO, env=None):
+    env = dict(os.environ if env is None else env)
+    env.update(PYTHONPATH=str(REPO), PYTHONWARNINGS="ignore")
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True
     )
+
+
+def run_in_process(*argv, cwd=None):
+    r"""Return (status, stderr) of main(argv) run in this process, in ``cwd``."""
+    stderr = io.StringIO()
+    old_cwd = os.getcwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        with contextlib.redirect_stderr(stderr):
+            code = main(list(argv))
+    except SystemExit as e:
+        code = e.code
+    finally:
+        os.chdir(old_cwd)
+    return code, stderr.getvalue()
 
 
 def fields(stdout):
@@ -99,10 +169,234 @@ class TestCLI(TestCase):
         self.assertEqual(out["ok"], "True")
 
     def test_run_script_that_raises(self):
-        (self.tmp / "bad.py").write_text("raise KeyError('nope')\n")
-        result = python("-m", "torch_ortho_patch", "run", str(self.tmp / "bad.py"))
-        self.assertEqual(result.returncode, 1)
-        self.assertIn("KeyError: 'nope'", result.stderr)
+        # The traceback starts at the script, exactly as python prints it.
+        # See Note [Tracebacks under run].
+        (self.tmp / "bad.py").write_text(
+            "def f():\n    raise KeyError('nope')\n\nf()\n"
+        )
+        plain = python("bad.py", cwd=self.tmp)
+        ours = python("-m", "torch_ortho_patch", "run", "bad.py", cwd=self.tmp)
+        self.assertEqual((ours.returncode, ours.stderr), (1, plain.stderr))
+        self.assertExpectedInline(
+            ours.stderr.replace(str(self.tmp), "<tmp>"),
+            """\
+Traceback (most recent call last):
+  File "<tmp>/bad.py", line 4, in <module>
+    f()
+  File "<tmp>/bad.py", line 2, in f
+    raise KeyError('nope')
+KeyError: 'nope'
+""",
+        )
+        # The same in this process, for more kinds of failure: the frames above
+        # the caught exception are not in its traceback, so nothing differs.
+        scripts = {
+            "syntax.py": "x = (\n",
+            "imports.py": "import no_such_module_for_the_test\n",
+            "chained.py": "try:\n    raise KeyError('first')\nexcept KeyError as e:\n"
+            "    raise ValueError('again') from e\n",
+        }
+        for name, text in scripts.items():
+            (self.tmp / name).write_text(text)
+            plain = python(name, cwd=self.tmp)
+            ours = run_in_process("run", name, cwd=self.tmp)
+            self.assertEqual(ours, (1, plain.stderr))
+        self.assertExpectedInline(
+            plain.stderr.replace(str(self.tmp), "<tmp>"),
+            """\
+Traceback (most recent call last):
+  File "<tmp>/chained.py", line 2, in <module>
+    raise KeyError('first')
+KeyError: 'first'
+
+The above exception was the direct cause of the following exception:
+
+Traceback (most recent call last):
+  File "<tmp>/chained.py", line 4, in <module>
+    raise ValueError('again') from e
+ValueError: again
+""",
+        )
+
+    def test_run_module_that_raises(self):
+        # A module's traceback starts at the module, without runpy's frames.
+        (self.tmp / "bad_module.py").write_text("raise KeyError('nope')\n")
+        code, stderr = run_in_process("run", "-m", "bad_module", cwd=self.tmp)
+        self.assertEqual(code, 1)
+        self.assertExpectedInline(
+            stderr.replace(str(self.tmp), "<tmp>"),
+            """\
+Traceback (most recent call last):
+  File "<tmp>/bad_module.py", line 1, in <module>
+    raise KeyError('nope')
+KeyError: 'nope'
+""",
+        )
+
+    def test_run_uses_the_scripts_excepthook(self):
+        (self.tmp / "hook.py").write_text(
+            "import sys, traceback\n"
+            "def hook(t, e, tb):\n"
+            "    print('hook:', t.__name__, traceback.extract_tb(tb)[0].name,\n"
+            "          file=sys.stderr)\n"
+            "sys.excepthook = hook\n"
+            "def f():\n"
+            "    raise KeyError('nope')\n"
+            "f()\n"
+        )
+        saved = sys.excepthook
+        try:
+            code, stderr = run_in_process("run", str(self.tmp / "hook.py"))
+        finally:
+            sys.excepthook = saved
+        self.assertEqual(code, 1)
+        self.assertExpectedInline(stderr, """hook: KeyError <module>\n""")
+
+    def test_run_keyboard_interrupt(self):
+        (self.tmp / "interrupted.py").write_text("raise KeyboardInterrupt\n")
+        code, stderr = run_in_process("run", str(self.tmp / "interrupted.py"))
+        self.assertEqual(code, 130)
+        self.assertExpectedInline(
+            stderr.replace(str(self.tmp), "<tmp>"),
+            """\
+Traceback (most recent call last):
+  File "<tmp>/interrupted.py", line 1, in <module>
+    raise KeyboardInterrupt
+KeyboardInterrupt
+""",
+        )
+
+    def test_run_module_errors_are_one_line(self):
+        # As `python -m`, with our prefix instead of sys.executable's.
+        (self.tmp / "package").mkdir()
+        (self.tmp / "package" / "__init__.py").write_text("")
+        self.addCleanup(sys.modules.pop, "package", None)
+        lines = []
+        for module in ("no_such_module_for_the_test", "package", ".relative"):
+            plain = python("-m", module, cwd=self.tmp)
+            code, stderr = run_in_process("run", "-m", module, cwd=self.tmp)
+            self.assertEqual(code, 1, msg=stderr)
+            self.assertEqual(code, plain.returncode)
+            prefix = "python -m torch_ortho_patch run: "
+            self.assertEqual(
+                stderr.removeprefix(prefix),
+                plain.stderr.removeprefix(f"{sys.executable}: "),
+            )
+            lines.append(stderr)
+        self.assertExpectedInline(
+            "".join(lines),
+            """\
+python -m torch_ortho_patch run: No module named no_such_module_for_the_test
+python -m torch_ortho_patch run: No module named package.__main__; 'package' is a package and cannot be directly executed
+python -m torch_ortho_patch run: Relative module names not supported
+""",  # noqa: B950
+        )
+        # A package whose __init__ fails shows the failure, as python does.
+        sys.modules.pop("package", None)
+        (self.tmp / "package" / "__init__.py").write_text("raise ValueError('init')\n")
+        code, stderr = run_in_process("run", "-m", "package.sub", cwd=self.tmp)
+        self.assertEqual(code, 1)
+        self.assertExpectedInline(
+            stderr.replace(str(self.tmp), "<tmp>"),
+            """\
+Traceback (most recent call last):
+  File "<tmp>/package/__init__.py", line 1, in <module>
+    raise ValueError('init')
+ValueError: init
+""",
+        )
+
+    def test_run_reaches_child_processes(self):
+        # See Note [Reaching child processes]
+        (self.tmp / "children.py").write_text(CHILDREN)
+        result = python("-m", "torch_ortho_patch", "run", "children.py", cwd=self.tmp)
+        self.assertEqual(result.returncode, 0, msg=result.stderr)
+        self.assertExpectedInline(
+            result.stdout,
+            """\
+spawn 0
+subprocess 0
+ours first 0
+no torch 0
+grandchild 0
+without the variable 3
+variable 1
+""",
+        )
+
+    def test_startup_hook_needs_the_variable(self):
+        # The hook that run puts on PYTHONPATH does nothing without the variable,
+        # and the variable does nothing without the hook: importing
+        # torch_ortho_patch never patches.
+        hook = self.tmp / "hook"
+        hook.mkdir()
+        shutil.copyfile(_startup.__file__, hook / _startup.FILE_NAME)
+        env = {k: v for k, v in os.environ.items() if k != _startup.ENV}
+        cases = [
+            ([hook, REPO], {}, 3),
+            ([REPO], {_startup.ENV: "1"}, 3),
+            ([hook, REPO], {_startup.ENV: "1"}, 0),
+        ]
+        code = "import torch_ortho_patch\n" + PROBE
+        for path, variable, status in cases:
+            result = subprocess.run(
+                [sys.executable, "-c", code],
+                env={**env, **variable, "PYTHONPATH": os.pathsep.join(map(str, path))},
+                capture_output=True,
+                text=True,
+            )
+            self.assertEqual(result.returncode, status, msg=(path, result.stderr))
+        # Imported as part of the package, it installs no hook.
+        self.assertFalse(
+            any(getattr(f, _startup._MARK, False) for f in sys.meta_path)
+        )
+
+    def test_run_chains_to_an_existing_sitecustomize(self):
+        site = self.tmp / "site"
+        site.mkdir()
+        (site / "sitecustomize.py").write_text("MARKER = 'theirs'\n")
+        (self.tmp / "chain.py").write_text(
+            "import subprocess, sys\n"
+            f"code = {PROBE!r}.replace('import inspect, sys', "
+            "'import inspect, sys, sitecustomize; print(sitecustomize.MARKER); "
+            "print(any(\"torch_ortho_patch-run\" in p for p in sys.path))')\n"
+            "status = subprocess.run([sys.executable, '-c', code]).returncode\n"
+            "raise SystemExit(status)\n"
+        )
+        env = dict(os.environ)
+        result = subprocess.run(
+            [sys.executable, "-m", "torch_ortho_patch", "run", "chain.py"],
+            cwd=self.tmp,
+            env={**env, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])},
+            capture_output=True,
+            text=True,
+        )
+        self.assertEqual(result.returncode, 0, msg=result.stderr)
+        # Theirs ran; our directory is off the child's sys.path again.
+        self.assertEqual(result.stdout, "theirs\nFalse\n")
+
+    def test_run_restores_the_environment(self):
+        (self.tmp / "env.py").write_text(
+            "import os, sys\n"
+            "sys.modules['__probe__'] = (os.environ['TORCH_ORTHO_PATCH_RUN'],\n"
+            "    os.environ['PYTHONPATH'].split(os.pathsep))\n"
+        )
+        before = {k: os.environ.get(k) for k in ("PYTHONPATH", _startup.ENV)}
+        try:
+            code, stderr = run_in_process("run", str(self.tmp / "env.py"))
+            variable, path = sys.modules["__probe__"]
+        finally:
+            sys.modules.pop("__probe__", None)
+        self.assertEqual((code, stderr), (0, ""))
+        self.assertEqual(variable, "1")
+        hook_dir = Path(path[0])
+        self.assertTrue(hook_dir.name.startswith("torch_ortho_patch-run-"))
+        rest = before["PYTHONPATH"].split(os.pathsep) if before["PYTHONPATH"] else []
+        self.assertEqual(path[1:], rest)
+        self.assertEqual(
+            {k: os.environ.get(k) for k in ("PYTHONPATH", _startup.ENV)}, before
+        )
+        self.assertFalse(hook_dir.exists())
 
     def test_run_in_process(self):
         # run installs for the script only and restores sys.argv and sys.path.
@@ -126,25 +420,74 @@ class TestCLI(TestCase):
         self.assertEqual(sys.path, path)
 
     def test_run_errors(self):
-        stderr = io.StringIO()
-        with contextlib.redirect_stderr(stderr):
-            code = main(["run", str(self.tmp / "missing.py")])
+        code, stderr = run_in_process("run", str(self.tmp / "missing.py"))
         self.assertEqual(code, 2)
         self.assertExpectedInline(
-            stderr.getvalue().replace(str(self.tmp), "<tmp>"),
+            stderr.replace(str(self.tmp), "<tmp>"),
             """python -m torch_ortho_patch run: can't open file '<tmp>/missing.py': [Errno 2] No such file or directory\n""",  # noqa: B950
         )
-        stderr = io.StringIO()
-        with contextlib.redirect_stderr(stderr), self.assertRaises(SystemExit) as cm:
-            main(["run"])
-        self.assertEqual(cm.exception.code, 2)
+        (self.tmp / "directory").mkdir()
+        code, stderr = run_in_process("run", str(self.tmp / "directory"))
+        self.assertEqual(code, 1)
         self.assertExpectedInline(
-            stderr.getvalue(),
+            stderr.replace(str(self.tmp), "<tmp>"),
+            """python -m torch_ortho_patch run: can't find '__main__' module in '<tmp>/directory'\n""",  # noqa: B950
+        )
+        usage = "usage: python -m torch_ortho_patch run [-h] (SCRIPT | -m MODULE) [ARGS ...]\n"  # noqa: B950
+        errors = []
+        for argv in (["run"], ["run", "--"], ["run", "-m"], ["run", "-m", ""],
+                     ["run", "--flag", "x.py"]):
+            code, stderr = run_in_process(*argv)
+            self.assertEqual(code, 2, msg=argv)
+            self.assertTrue(stderr.startswith(usage), msg=stderr)
+            errors.append(stderr.removeprefix(usage))
+        self.assertExpectedInline(
+            "".join(errors),
             """\
-usage: python -m torch_ortho_patch run [-h] (SCRIPT | -m MODULE) [ARGS ...]
 python -m torch_ortho_patch run: error: expected either SCRIPT or -m MODULE
+python -m torch_ortho_patch run: error: expected either SCRIPT or -m MODULE
+python -m torch_ortho_patch run: error: argument -m: expected one argument
+python -m torch_ortho_patch run: error: argument -m: expected a module name, got ''
+python -m torch_ortho_patch run: error: unrecognized arguments: --flag
 """,
         )
+
+    def test_run_version_gate(self):
+        script = self.tmp / "user_script.py"
+        with mock.patch.object(torch, "__version__", "2.12.1"):
+            code, stderr = run_in_process("run", str(script))
+        self.assertEqual(code, 2)
+        self.assertExpectedInline(
+            stderr,
+            """python -m torch_ortho_patch run: error: torch_ortho_patch.install() does not support this PyTorch. Expected torch >= 2.13. Got 2.12.1.\n""",  # noqa: B950
+        )
+
+    def test_run_after_double_dash(self):
+        # `--` ends run's own options: a script whose name starts with "-".
+        (self.tmp / "-dash.py").write_text(SCRIPT)
+        result = python(
+            "-m", "torch_ortho_patch", "run", "--", "-dash.py", "5", "-m", cwd=self.tmp
+        )
+        self.assertEqual(result.returncode, 5, msg=result.stderr)
+        self.assertEqual(fields(result.stdout)["argv"], "['5', '-m']")
+        self.assertEqual(fields(result.stdout)["ok"], "True")
+
+    def test_other_commands_reject_bad_arguments(self):
+        # Each with the usage of its own command. argparse's own wording changes
+        # between Python releases, so only a stable part of it is pinned.
+        prog = "python -m torch_ortho_patch"
+        for argv, command, message in (
+            (["check", "extra"], " check", "unrecognized arguments: extra"),
+            (["diff", "a", "b"], " diff", "unrecognized arguments: a b"),
+            (["diff", "--torch-src"], " diff", "argument --torch-src: expected"),
+            (["nope"], "", "invalid choice: 'nope'"),
+        ):
+            code, stderr = run_in_process(*argv)
+            self.assertEqual(code, 2, msg=argv)
+            usage, error = stderr.splitlines()
+            self.assertTrue(usage.startswith(f"usage: {prog}{command} [-h]"), usage)
+            self.assertTrue(error.startswith(f"{prog}{command}: error: "), error)
+            self.assertIn(message, error)
 
     def test_help(self):
         for command in ([], ["check"], ["run"], ["diff"]):
@@ -173,6 +516,16 @@ python -m torch_ortho_patch run: error: expected either SCRIPT or -m MODULE
         result = python("-m", "torch_ortho_patch", "diff", "--torch-src", str(self.tmp))
         self.assertEqual(result.returncode, 2)
         self.assertIn("diff: error: Expected a PyTorch source tree", result.stderr)
+        # A tree with parametrizations.py but no rnn.py: an error, not a traceback.
+        parametrizations = self.tmp / "torch" / "nn" / "utils" / "parametrizations.py"
+        parametrizations.parent.mkdir(parents=True)
+        shutil.copyfile(inspect.getfile(P), parametrizations)
+        code, stderr = run_in_process("diff", "--torch-src", str(self.tmp))
+        self.assertEqual(code, 2)
+        self.assertExpectedInline(
+            stderr.replace(str(self.tmp), "<tmp>"),
+            """python -m torch_ortho_patch diff: error: [Errno 2] No such file or directory: '<tmp>/torch/nn/modules/rnn.py'\n""",  # noqa: B950
+        )
 
     def test_bench_delegates(self):
         calls = []

@@ -266,6 +266,68 @@ class TestInstall(TestCase):
         self.assertTrue(torch_ortho_patch.is_installed())
         self.assertIs(P.orthogonal, ours.orthogonal)
 
+    def test_installed_object_is_reusable(self):
+        # One object entered twice, nested, and as a decorator: each exit undoes
+        # only its own entry. A contextlib.contextmanager object fails the second
+        # time with an AttributeError of its own.
+        cm = torch_ortho_patch.installed()
+        for _ in range(2):
+            with cm:
+                self.assertTrue(torch_ortho_patch.is_installed())
+                with cm:
+                    self.assertTrue(torch_ortho_patch.is_installed())
+                self.assertTrue(torch_ortho_patch.is_installed())
+            self.assertFalse(torch_ortho_patch.is_installed())
+        self.assertRestored()
+
+        @torch_ortho_patch.installed()
+        def depth(n):
+            self.assertTrue(torch_ortho_patch.is_installed())
+            return 0 if n == 0 else 1 + depth(n - 1)
+
+        self.assertEqual(depth(3), 3)
+        self.assertFalse(torch_ortho_patch.is_installed())
+        self.assertRestored()
+
+    def test_installed_when_install_raises(self):
+        cm = torch_ortho_patch.installed()
+        with mock.patch.object(torch, "__version__", "2.12.1"):
+            with self.assertRaisesRegex(RuntimeError, "does not support"):
+                with cm:
+                    pass
+        # The failed entry left nothing to undo: the object is still usable.
+        with cm:
+            self.assertTrue(torch_ortho_patch.is_installed())
+        self.assertRestored()
+
+    def test_no_arguments(self):
+        # install(), uninstall(), installed() and is_installed() take none; a
+        # forgotten call is Python's own clear TypeError, not something later.
+        messages = []
+        for call in (
+            lambda: torch_ortho_patch.install(True),
+            lambda: torch_ortho_patch.uninstall(force=True),
+            lambda: torch_ortho_patch.installed(False),
+            lambda: torch_ortho_patch.is_installed(1),
+        ):
+            with self.assertRaises(TypeError) as cm:
+                call()
+            messages.append(str(cm.exception))
+        # The parentheses forgotten; Python's wording changes between releases.
+        with self.assertRaisesRegex(TypeError, "does not support the context manager"):
+            with torch_ortho_patch.installed:
+                pass
+        self.assertExpectedInline(
+            "\n".join(messages),
+            """\
+install() takes 0 positional arguments but 1 was given
+uninstall() got an unexpected keyword argument 'force'
+installed() takes 0 positional arguments but 1 was given
+is_installed() takes 0 positional arguments but 1 was given""",
+        )
+        self.assertFalse(torch_ortho_patch.is_installed())
+        self.assertRestored()
+
     def test_names_bound_before_install_keep_the_original(self):
         # The monkeypatch caveat of install()'s docstring.
         from torch.nn.utils.parametrizations import orthogonal as early

@@ -7,10 +7,15 @@ benchmarks.
 """
 
 import argparse
+import contextlib
 import importlib
 import os
 import runpy
+import shutil
 import sys
+import tempfile
+import types
+from collections.abc import Iterator
 
 
 __all__ = ["main"]
@@ -18,14 +23,20 @@ __all__ = ["main"]
 _PROG = "python -m torch_ortho_patch"
 
 
-def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+def _module_name(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError(f"expected a module name, got {text!r}")
+    return text
+
+
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(
         prog=_PROG,
         description="Block-orthogonal parametrizations for PyTorch, as a patch. "
         "Without a command, runs `check`.",
     )
     sub = parser.add_subparsers(dest="command", metavar="{check,run,diff,bench}")
-    sub.add_parser(
+    check = sub.add_parser(
         "check",
         help="report versions, whether the patch applies and live error measurements "
         "(default)",
@@ -42,18 +53,26 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         description="Call torch_ortho_patch.install(), then run SCRIPT (or MODULE) "
         "as __main__ with ARGS in sys.argv, the way `python SCRIPT ARGS` (or "
         "`python -m MODULE ARGS`) would. Everything after SCRIPT or MODULE is "
-        "passed on. The exit status is the script's.",
+        "passed on. The exit status is the script's. Python processes that the "
+        "script starts (multiprocessing spawn or forkserver children, subprocesses "
+        "running Python) install the patch too, when they import torch: run sets "
+        "TORCH_ORTHO_PATCH_RUN=1 and puts a sitecustomize first on PYTHONPATH.",
     )
-    run.add_argument("-m", dest="module", metavar="MODULE", help="run a module")
+    run.add_argument(
+        "-m", dest="module", metavar="MODULE", type=_module_name, help="run a module"
+    )
     run.add_argument("script", nargs="?", metavar="SCRIPT", help="path of the script")
     run.add_argument("args", nargs="*", metavar="ARGS", help="arguments of the script")
     diff = sub.add_parser(
         "diff",
-        help="print the upstream diff for `git apply` in a PyTorch checkout",
-        description="Print a unified diff that applies with `git apply` at the root "
-        "of a PyTorch checkout of the installed version: the orthogonal section of "
-        "torch/nn/utils/parametrizations.py, the RNNBase methods of "
-        "torch/nn/modules/rnn.py, a new test file and, with --torch-src, the docs.",
+        help="print the upstream change, or write it as a series of patches",
+        description="Print the upstream change as one unified diff that applies "
+        "with `git apply` at the root of a PyTorch tree of the installed version "
+        "(or of --torch-src), or, with --stack DIR, write it as a numbered series "
+        "of patches, one concern each, for `git am`. The patches amend "
+        "torch/nn/utils/parametrizations.py and torch/nn/modules/rnn.py, add "
+        "torch/nn/utils/_skew_matrix_exp.py and tests, and, with --torch-src, the "
+        "docs.",
     )
     diff.add_argument(
         "--stack",
@@ -77,14 +96,14 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         add_help=False,
         help="run the benchmarks (`bench --help` lists their options)",
     )
-    return parser, run
+    return parser, {"check": check, "run": run, "diff": diff}
 
 
 def _split_run(args: list[str]) -> tuple[list[str], list[str]]:
     r"""Split ``run``'s arguments into ours and the ones passed on to the script."""
     if not args or args[0] in ("-h", "--help"):
         return args, []
-    if args[0] == "-m":
+    if args[0] in ("-m", "--"):
         return args[:2], args[2:]
     if args[0].startswith("-m"):
         return args[:1], args[1:]
@@ -93,19 +112,107 @@ def _split_run(args: list[str]) -> tuple[list[str], list[str]]:
     return args[:1], args[1:]
 
 
-def _run(script: str | None, module: str | None, args: list[str]) -> int:
-    from ._install import installed
+def _cannot_open(script: str) -> str | None:
+    r"""Return python's message for a script that it cannot open, or ``None``."""
+    if os.path.isdir(script):
+        return None  # runpy looks for its __main__ module
+    try:
+        with open(script, "rb"):
+            pass
+    except OSError as e:
+        return f"can't open file {script!r}: [Errno {e.errno}] {e.strerror}"
+    return None
 
-    if script is not None and not os.path.exists(script):
-        print(
-            f"{_PROG} run: can't open file {script!r}: [Errno 2] No such file or "
-            "directory",
-            file=sys.stderr,
-        )
+
+@contextlib.contextmanager
+def _reach_children() -> Iterator[None]:
+    r"""Make the Python processes that the script starts install the patch too.
+
+    See Note [Reaching child processes].
+    """
+    from . import _startup
+
+    saved = {name: os.environ.get(name) for name in (_startup.ENV, "PYTHONPATH")}
+    with tempfile.TemporaryDirectory(prefix="torch_ortho_patch-run-") as hook_dir:
+        shutil.copyfile(_startup.__file__, os.path.join(hook_dir, _startup.FILE_NAME))
+        path = saved["PYTHONPATH"]
+        os.environ["PYTHONPATH"] = hook_dir + (os.pathsep + path if path else "")
+        os.environ[_startup.ENV] = "1"
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+# Note [Tracebacks under run]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# `python SCRIPT` prints a failing script's traceback from the script's first
+# frame on, and `python -m MODULE` reports a module that it cannot find (or a
+# package without __main__, or a relative name) in one line, "<python>: <why>",
+# with status 1. Under `run` the exception would pass through this file and
+# runpy first, so _run catches it and prints it itself: the leading frames of
+# this file, of runpy and of importlib's bootstrap (which Python's import
+# machinery hides as well) are dropped, and what is left goes to
+# sys.excepthook, as Python does, so that a hook the script installed is used.
+# runpy raises its one-line errors as a plain ImportError from its own frames;
+# an ImportError raised by the script's code has the script's frames in its
+# traceback and is printed in full. SystemExit propagates untouched.
+# KeyboardInterrupt gets the same trimmed traceback and status 130, the shell's
+# status for SIGINT (Python itself ends by re-sending SIGINT to itself).
+
+
+def _hidden(code: types.CodeType) -> bool:
+    return code.co_filename in (
+        _run.__code__.co_filename,
+        runpy.run_path.__code__.co_filename,
+    ) or code.co_filename.startswith("<frozen importlib.")
+
+
+def _report(e: BaseException) -> int:
+    r"""Print an exception of ``run``'s script as Python would and return the status.
+
+    See Note [Tracebacks under run].
+    """
+    tb = e.__traceback__
+    last = tb
+    while last is not None and last.tb_next is not None:
+        last = last.tb_next
+    while tb is not None and _hidden(tb.tb_frame.f_code):
+        tb = tb.tb_next
+    runpy_file = runpy.run_path.__code__.co_filename
+    if (
+        type(e) is ImportError
+        and tb is None
+        and last is not None
+        and last.tb_frame.f_code.co_filename == runpy_file
+    ):
+        print(f"{_PROG} run: {e}", file=sys.stderr)
+        return 1
+    # The default hook prints e.__traceback__, whatever its third argument.
+    sys.excepthook(type(e), e.with_traceback(tb), tb)
+    return 130 if isinstance(e, KeyboardInterrupt) else 1
+
+
+def _run(script: str | None, module: str | None, args: list[str]) -> int:
+    from ._install import _check_torch_version, installed
+
+    if script is not None:
+        error = _cannot_open(script)
+        if error is not None:
+            print(f"{_PROG} run: {error}", file=sys.stderr)
+            return 2
+    try:
+        _check_torch_version()
+    except RuntimeError as e:
+        print(f"{_PROG} run: error: {e}", file=sys.stderr)
         return 2
     saved_argv, saved_path = sys.argv[:], sys.path[:]
-    try:
-        with installed():
+    with _reach_children(), installed():
+        try:
             if module is not None:
                 # run_module(alter_sys=True) puts the module's file in sys.argv[0].
                 sys.argv = [module, *args]
@@ -114,19 +221,27 @@ def _run(script: str | None, module: str | None, args: list[str]) -> int:
             elif script is not None:
                 sys.argv = [script, *args]
                 sys.path[0] = os.path.dirname(os.path.realpath(script))
-                runpy.run_path(script, run_name="__main__")
-    finally:
-        sys.argv, sys.path[:] = saved_argv, saved_path
+                # Python gives __main__ an absolute __file__; tracebacks show it.
+                runpy.run_path(os.path.abspath(script), run_name="__main__")
+        except SystemExit:
+            raise
+        except BaseException as e:  # noqa: B036
+            # Printed the way Python would. See Note [Tracebacks under run].
+            return _report(e)
+        finally:
+            sys.argv, sys.path[:] = saved_argv, saved_path
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     r"""Run the command line on ``argv`` (default: ``sys.argv[1:]``), return the status.
 
-    A ``SystemExit`` raised by the script that ``run`` runs propagates.
+    A ``SystemExit`` raised by the script that ``run`` runs propagates. Any other
+    exception of the script is printed as Python would print it, and the status
+    is 1 (see Note [Tracebacks under run]).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser, run_parser = _parser()
+    parser, commands = _parser()
     if argv and argv[0] == "bench":
         # Imported here: the benchmarks are only needed for this command.
         try:
@@ -140,29 +255,34 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "run":
         ours, rest = _split_run(argv[1:])
         argv = ["run", *ours]
-    ns = parser.parse_args(argv)
+    ns, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # argparse would report them with the usage of the top-level parser.
+        commands.get(ns.command, parser).error(
+            f"unrecognized arguments: {' '.join(unknown)}"
+        )
     if ns.command is None or ns.command == "check":
         from . import _check
 
         return _check.main()
     if ns.command == "run":
         if (ns.module is None) == (ns.script is None):
-            run_parser.error("expected either SCRIPT or -m MODULE")
+            commands["run"].error("expected either SCRIPT or -m MODULE")
         return _run(ns.script, ns.module, rest)
     if ns.command == "diff":
         from ._upstream import build_diff, DEFAULT_AUTHOR, write_series
 
         try:
             if ns.stack is None:
-                sys.stdout.write(build_diff(ns.torch_src))
+                patch = build_diff(ns.torch_src)
             else:
                 paths = write_series(
                     ns.stack, ns.torch_src, author=ns.author or DEFAULT_AUTHOR
                 )
-                for path in paths:
-                    print(path)
-        except (ValueError, RuntimeError, OSError) as e:
+                patch = "".join(f"{path}\n" for path in paths)
+        except (OSError, ValueError, RuntimeError) as e:
             parser.exit(2, f"{_PROG} diff: error: {e}\n")
+        sys.stdout.write(patch)
         return 0
     raise AssertionError(f"unhandled command {ns.command!r}")
 

@@ -28,6 +28,7 @@ import contextlib
 import datetime
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -832,6 +833,156 @@ def format_report(results: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------
+# Checking the arguments
+
+# Note [Checking bench's arguments]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# A benchmark can run for many minutes, so everything that can be wrong with
+# its arguments is found before anything runs: by the argparse types below,
+# which make `bench` exit with status 2 and an argparse usage error, and by
+# _check_run_args for callers of run(), which raise ValueError or TypeError in
+# the "Expected ... Got ..." form. Both share the device check. --json is
+# opened for appending (which neither truncates an existing file nor leaves a
+# new one behind), so a path that cannot be written is reported up front.
+# --threads is at most os.cpu_count(): more threads than CPUs measures
+# contention, and torch.set_num_threads overflows for 2**31.
+
+
+def _cpu_count() -> int:
+    return os.cpu_count() or 1
+
+
+def _device_problem(device: torch.device) -> str | None:
+    r"""Return why ``device`` cannot be benchmarked on, or ``None`` if it can."""
+    if device.type == "cpu":
+        if device.index not in (None, 0):
+            return "the CPU device has index 0 only"
+        return None
+    if device.type != "cuda":
+        return "the benchmarks run on cpu or cuda only"
+    if torch.version.cuda is None and torch.version.hip is None:
+        return f"this PyTorch ({torch.__version__}) was built without CUDA"
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        return "torch.cuda.is_available() is False: no CUDA device is visible"
+    if device.index is not None and device.index >= count:
+        return f"only {count} CUDA device(s) are visible: cuda:0 to cuda:{count - 1}"
+    return None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
+    return value
+
+
+def _thread_count(text: str) -> int:
+    value = _positive_int(text)
+    if value > _cpu_count():
+        raise argparse.ArgumentTypeError(
+            f"expected at most {_cpu_count()} (os.cpu_count()), got {text!r}"
+        )
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(
+            f"expected a positive, finite number of seconds, got {text!r}"
+        )
+    return value
+
+
+def _device(text: str) -> torch.device:
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"expected cpu, cuda or cuda:N, got {text!r}"
+        ) from None
+    problem = _device_problem(device)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"cannot run on {text!r}: {problem}")
+    return device
+
+
+def _cannot_write(path: str) -> str | None:
+    r"""Return why ``path`` cannot be written, or ``None``. It is left as it was."""
+    existed = os.path.lexists(path)
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as e:
+        return f"can't open {path!r} for writing: [Errno {e.errno}] {e.strerror}"
+    if not existed:
+        os.remove(path)
+    return None
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_run_args(
+    threads, quick, only, min_run_time, rounds, device, sizes, log
+) -> torch.device:
+    r"""Raise for a bad argument of :func:`run`; return the device."""
+    if not _is_int(threads) or threads < 1:
+        raise ValueError(f"Expected threads to be a positive int. Got {threads!r}.")
+    if threads > _cpu_count():
+        raise ValueError(
+            f"Expected threads to be at most os.cpu_count() = {_cpu_count()}. "
+            f"Got {threads}."
+        )
+    if not isinstance(quick, bool):
+        raise TypeError(f"Expected quick to be a bool. Got {type(quick).__name__}.")
+    if only not in (None, "maps", "rnn"):
+        raise ValueError(f"Expected only to be None, 'maps' or 'rnn'. Got {only!r}.")
+    if min_run_time is not None and not (
+        isinstance(min_run_time, (int, float))
+        and not isinstance(min_run_time, bool)
+        and math.isfinite(min_run_time)
+        and min_run_time > 0
+    ):
+        raise ValueError(
+            "Expected min_run_time to be a positive, finite number of seconds. "
+            f"Got {min_run_time!r}."
+        )
+    if rounds is not None and (not _is_int(rounds) or rounds < 1):
+        raise ValueError(f"Expected rounds to be a positive int. Got {rounds!r}.")
+    if sizes is not None and (
+        not isinstance(sizes, (list, tuple))
+        or not sizes
+        or not all(_is_int(n) and n >= 1 for n in sizes)
+    ):
+        raise ValueError(
+            f"Expected sizes to be a non-empty list of positive ints. Got {sizes!r}."
+        )
+    if log is not None and not callable(log):
+        raise TypeError(f"Expected log to be callable. Got {type(log).__name__}.")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(
+            f"Expected device to be cpu, cuda or cuda:N. Got {device!r}."
+        ) from None
+    problem = _device_problem(dev)
+    if problem is not None:
+        raise ValueError(
+            f"Expected a device to benchmark on. Got {device!r}: {problem}."
+        )
+    return dev
+
+
+# ---------------------------------------------------------------------------
 # Entry points
 
 
@@ -844,7 +995,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=_thread_count,
         default=1,
         metavar="N",
         help="torch.set_num_threads(N) for the measurements (default: 1)",
@@ -862,7 +1013,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--min-run-time",
-        type=float,
+        type=_seconds,
         default=None,
         metavar="SECONDS",
         help="blocked_autorange min_run_time per variant and round "
@@ -870,7 +1021,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--rounds",
-        type=int,
+        type=_positive_int,
         default=None,
         metavar="R",
         help="measurement rounds, interleaving the variants (default: 5, or 1 "
@@ -878,7 +1029,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--sizes",
-        type=int,
+        type=_positive_int,
         nargs="+",
         default=None,
         metavar="N",
@@ -887,8 +1038,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--device",
+        type=_device,
         default="cpu",
-        help="device to run on, e.g. cpu or cuda (default: cpu)",
+        help="device to run on: cpu, cuda or cuda:N (default: cpu)",
     )
     return parser
 
@@ -900,21 +1052,21 @@ def run(
     only: str | None = None,
     min_run_time: float | None = None,
     rounds: int | None = None,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
     sizes: list[int] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     r"""Run the benchmarks and return the results as a JSON-serialisable dict.
 
     The number of torch threads and the install state are restored on return.
+
+    Raises:
+        ValueError, TypeError: for a bad argument, before anything runs. See
+            Note [Checking bench's arguments].
     """
-    if threads < 1:
-        raise ValueError(f"Expected threads to be a positive int. Got {threads}.")
-    if rounds is not None and rounds < 1:
-        raise ValueError(f"Expected rounds to be a positive int. Got {rounds}.")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"Expected an available device. Got {device!r}.")
+    dev = _check_run_args(
+        threads, quick, only, min_run_time, rounds, device, sizes, log
+    )
     if min_run_time is None:
         min_run_time = _QUICK_MIN_RUN_TIME if quick else 0.2
     if rounds is None:
@@ -955,9 +1107,13 @@ def run(
 
 def main(argv: list[str] | None = None) -> int:
     r"""Run ``bench`` on ``argv`` (default: ``sys.argv[1:]``) and return 0."""
-    args = _parser().parse_args(argv)
-    if args.threads < 1:
-        _parser().error(f"--threads: expected a positive int, got {args.threads}")
+    parser = _parser()
+    args = parser.parse_args(argv)
+    # See Note [Checking bench's arguments]
+    if args.json is not None:
+        problem = _cannot_write(args.json)
+        if problem is not None:
+            parser.error(f"argument --json: {problem}")
 
     start = time.perf_counter()
 

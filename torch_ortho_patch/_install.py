@@ -10,7 +10,6 @@ import inspect
 import re
 import threading
 import warnings
-from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import torch
@@ -257,13 +256,39 @@ def is_installed() -> bool:
         return _active is not None
 
 
-@contextlib.contextmanager
-def installed() -> Iterator[None]:
+class _Installed(contextlib.ContextDecorator):
+    r"""What :func:`installed` returns: reusable, reentrant, and a decorator too.
+
+    Each entry records whether the patch was installed before it, on a stack, so
+    that one object can be entered again (``with cm: ... with cm: ...``), nested,
+    or used as a decorator of a recursive function. A generator-based context
+    manager (``contextlib.contextmanager``) can be entered once only and fails
+    with an ``AttributeError`` of its own the second time.
+    """
+
+    def __init__(self) -> None:
+        self._was_installed: list[bool] = []
+
+    def __enter__(self) -> None:
+        with _lock:
+            was_installed = _active is not None
+            install()
+            self._was_installed.append(was_installed)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self._was_installed:
+            raise AssertionError("installed().__exit__ called without __enter__")
+        if not self._was_installed.pop():
+            uninstall()
+
+
+def installed() -> contextlib.AbstractContextManager[None]:
     r"""Context manager that installs the patch on entry and uninstalls it on exit.
 
     The patch is removed even when the body raises. If the patch was already
     installed on entry, it stays installed on exit. The patch is global to the
-    process, not to the thread that entered the context.
+    process, not to the thread that entered the context. The object returned
+    can be entered again and also decorates a function (``@installed()``).
 
     .. note::
         Contexts nest within one thread. Contexts that overlap across threads
@@ -278,11 +303,4 @@ def installed() -> Iterator[None]:
         >>> with torch_ortho_patch.installed():
         ...     lstm = P.orthogonal(torch.nn.LSTM(4, 4), "weight_hh_l0", blocks=4)
     """
-    with _lock:
-        was_installed = _active is not None
-        install()
-    try:
-        yield
-    finally:
-        if not was_installed:
-            uninstall()
+    return _Installed()
