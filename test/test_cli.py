@@ -524,8 +524,16 @@ python -m torch_ortho_patch run: error: unrecognized arguments: --flag
         self.assertEqual(code, 2)
         self.assertExpectedInline(
             stderr.replace(str(self.tmp), "<tmp>"),
-            """python -m torch_ortho_patch diff: error: [Errno 2] No such file or directory: '<tmp>/torch/nn/modules/rnn.py'\n""",  # noqa: B950
+            """python -m torch_ortho_patch diff: error: Expected a PyTorch source tree that contains torch/nn/modules/rnn.py. Got '<tmp>'.\n""",  # noqa: B950
         )
+        # --stack writes the series and prints the paths of its files.
+        series = self.tmp / "series"
+        result = python("-m", "torch_ortho_patch", "diff", "--stack", str(series))
+        self.assertEqual(result.returncode, 0, msg=result.stderr)
+        written = sorted(series.iterdir())
+        self.assertEqual(result.stdout.splitlines(), [str(p) for p in written])
+        self.assertTrue(written[0].name.startswith("0001-"))
+        self.assertIn("Subject: [PATCH 1/", written[0].read_text())
 
     def test_bench_delegates(self):
         calls = []

@@ -159,6 +159,11 @@ def _stages(torch_src, tests: Path | None) -> list[tuple[Patch, dict[str, str | 
     if torch_src is not None:
         paths += [p for p in DOCS if (root / p).is_file()][:1]
     texts: dict[str, str | None] = {p: _read(root / p) for p in paths}
+    for path in (PARAMETRIZATIONS, RNN):
+        if texts[path] is None:
+            raise ValueError(
+                f"Expected a PyTorch source tree that contains {path}. Got {str(root)!r}."
+            )
     for path in _stack.NEW_FILES:
         texts[path] = _read(root / path)
     methods = _test_methods(tests) if tests is not None and tests.is_file() else {}
