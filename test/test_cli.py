@@ -484,7 +484,8 @@ python -m torch_ortho_patch run: error: unrecognized arguments: --flag
         ):
             code, stderr = run_in_process(*argv)
             self.assertEqual(code, 2, msg=argv)
-            usage, error = stderr.splitlines()
+            lines = stderr.splitlines()
+            usage, error = lines[0], lines[-1]
             self.assertTrue(usage.startswith(f"usage: {prog}{command} [-h]"), usage)
             self.assertTrue(error.startswith(f"{prog}{command}: error: "), error)
             self.assertIn(message, error)

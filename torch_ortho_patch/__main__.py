@@ -82,8 +82,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     )
     diff.add_argument(
         "--author",
-        metavar="'NAME <EMAIL>'",
-        help="author of the patches written with --stack",
+        metavar="AUTHOR",
+        help="author of the patches written with --stack, as 'Name <email>'",
     )
     diff.add_argument(
         "--torch-src",

@@ -38,17 +38,17 @@ def applies() -> bool:
     """
     import inspect
 
+    try:
+        amended = _stack.rnn_methods()
+    except RuntimeError:  # the patches do not find what they amend
+        return False
     needed = ("_init_flat_weights", "_update_flat_weights", "_weights_have_changed")
     if not all(name in vars(RNNBase) for name in needed):
         return False
-    params = inspect.signature(vars(RNNBase)["_init_flat_weights"]).parameters
-    if list(params) != ["self"]:
-        return False
-    try:
-        _stack.rnn_methods()
-    except RuntimeError:
-        return False
-    return True
+    init = vars(RNNBase)["_init_flat_weights"]
+    if init is amended.get("_init_flat_weights"):  # installed already
+        return True
+    return list(inspect.signature(init).parameters) == ["self"]
 
 
 def amend_rnn_class(module: torch.nn.Module) -> None:
