@@ -3,9 +3,10 @@
 # Build:            python -m sphinx -W --keep-going -b html docs docs/_build/html
 # Run the examples: python -m sphinx -W --keep-going -b doctest docs docs/_build/doctest
 #
-# The build needs no network. Maths is rendered by MathJax in the reader's
-# browser (sphinx.ext.mathjax, Sphinx's default): sphinx.ext.imgmath would render
-# at build time but needs latex and dvipng, which the CI machine does not have.
+# Neither building nor reading the pages needs a network. Maths is rendered by
+# MathJax in the reader's browser, from a copy that sphinx-mathjax-offline puts
+# into _static/mathjax of the build (sphinx.ext.imgmath would render at build
+# time but needs latex and dvipng, which the CI machine does not have).
 # Intersphinx is off on purpose, so references to torch objects stay plain text.
 
 import sys
@@ -31,6 +32,9 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
     "sphinx.ext.doctest",
+    # Copies MathJax into the build and points mathjax_path at the copy.
+    "sphinx-mathjax-offline",
+    "sphinx_copybutton",
     # Parses RFC.md, which design.rst includes.
     "myst_parser",
 ]
@@ -66,6 +70,13 @@ doctest_global_cleanup = """
 torch_ortho_patch.uninstall()
 """
 doctest_test_doctest_blocks = "default"
+
+# -- copybutton ------------------------------------------------------------------
+# Copy commands without their prompt, and only the lines that have one.
+copybutton_prompt_text = r">>> |\.\.\. |\$ "
+copybutton_prompt_is_regexp = True
+copybutton_only_copy_prompt_lines = True
+copybutton_line_continuation_character = "\\"
 
 # -- myst ------------------------------------------------------------------------
 myst_heading_anchors = 3
