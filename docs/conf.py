@@ -42,7 +42,7 @@ extensions = [
 source_suffix = {".rst": "restructuredtext"}
 root_doc = "index"
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
-templates_path = []
+templates_path = ["_templates"]
 
 # -- autodoc / autosummary --------------------------------------------------
 # The stubs of api.rst are generated at build time into docs/generated/.
