@@ -8,7 +8,13 @@
 # into _static/mathjax of the build (sphinx.ext.imgmath would render at build
 # time but needs latex and dvipng, which the CI machine does not have).
 # Intersphinx is off on purpose, so references to torch objects stay plain text.
+#
+# The result tables of benchmarks.rst are written at build time from the JSON
+# file in _static/ (see _write_tables below), so that a new run needs no
+# hand-edited table. The figure is a PNG file made by a script in benchmarks/
+# and committed; the build times nothing.
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -41,7 +47,7 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext"}
 root_doc = "index"
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "_generated", "Thumbs.db", ".DS_Store"]
 templates_path = ["_templates"]
 
 # -- autodoc / autosummary --------------------------------------------------
@@ -84,6 +90,32 @@ myst_heading_anchors = 3
 # -- HTML --------------------------------------------------------------------------
 html_theme = "furo"
 html_title = f"torch_ortho_patch {release}"
-# docs/_static holds the benchmark plot; it may not exist in a fresh checkout.
-html_static_path = ["_static"] if (DOCS / "_static").is_dir() else []
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
 pygments_style = "sphinx"
+
+
+# -- tables from the results ------------------------------------------------------
+def _load_script(name):
+    path = ROOT / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_docs_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_tables():
+    # docs/_generated/*.inc: included by the pages, never read as documents.
+    out = DOCS / "_generated"
+    out.mkdir(exist_ok=True)
+    plot = _load_script("plot")
+    runs = plot.load_runs([DOCS / "_static" / "bench_results.json"])
+    text = plot.rst(runs)
+    for name, content in (("bench_tables.inc", text),):
+        path = out / name
+        # Rewrite only on change, so that Sphinx rebuilds only what changed.
+        if not path.exists() or path.read_text() != content:
+            path.write_text(content)
+
+
+_write_tables()
