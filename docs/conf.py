@@ -9,12 +9,13 @@
 # time but needs latex and dvipng, which the CI machine does not have).
 # Intersphinx is off on purpose, so references to torch objects stay plain text.
 #
-# The result tables of benchmarks.rst are written at build time from the JSON
-# file in _static/ (see _write_tables below), so that a new run needs no
-# hand-edited table. The figure is a PNG file made by a script in benchmarks/
-# and committed; the build times nothing.
+# The result tables of benchmarks.rst and experiments.rst are written at build
+# time from the JSON files in _static/ (see _write_tables below), so that a new
+# run needs no hand-edited table. The figures are PNG files made by the scripts
+# in benchmarks/ and committed; the build trains and times nothing.
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -111,7 +112,10 @@ def _write_tables():
     plot = _load_script("plot")
     runs = plot.load_runs([DOCS / "_static" / "bench_results.json"])
     text = plot.rst(runs)
-    for name, content in (("bench_tables.inc", text),):
+    copy_plot = _load_script("plot_copy_task")
+    with open(DOCS / "_static" / "copy_task.json") as f:
+        copy_text = copy_plot.rst(json.load(f))
+    for name, content in (("bench_tables.inc", text), ("copy_task_tables.inc", copy_text)):
         path = out / name
         # Rewrite only on change, so that Sphinx rebuilds only what changed.
         if not path.exists() or path.read_text() != content:
