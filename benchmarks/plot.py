@@ -179,6 +179,7 @@ def plot(runs, output):
                 key = (row["rnn"], row["hidden"], v)
                 if key not in groups:
                     groups.append(key)
+    rnn_legend = {}
     for i, run in enumerate(runs):
         rows = {(r["rnn"], r["hidden"]): r for r in run.get("rnn", [])}
         for j, (kind, hidden, v) in enumerate(groups):
@@ -187,14 +188,17 @@ def plot(runs, output):
             if ratio is None:
                 continue
             x = j + (i - (len(runs) - 1) / 2) * width
-            ax_rnn.bar(x, ratio - 1, width, bottom=1, color=colors[i % len(colors)])
+            bars = ax_rnn.bar(x, ratio - 1, width, bottom=1, color=colors[i % len(colors)])
+            rnn_legend.setdefault(_label(run), bars)
             _value(ax_rnn, x, ratio)
     ax_rnn.axhline(1.0, color="gray", lw=1, ls="--")
     gru = [j for j, g in enumerate(groups) if g[0] == "GRU" and g[2] == "ours_installed"]
     if gru:
         j = gru[0]
         line = ax_rnn.hlines(2.0, j - 0.45, j + 0.45, color="red", lw=1.5)
-        ax_rnn.legend([line], ["R2 target (GRU)"], fontsize=8, loc="upper left")
+        rnn_legend["R2 target (GRU)"] = line
+    # Each panel has its own legend, so that either can be read alone.
+    ax_rnn.legend(rnn_legend.values(), rnn_legend.keys(), fontsize=8, loc="upper left")
     _log_axis(ax_rnn)
     ax_rnn.set_xticks(range(len(groups)))
     ax_rnn.set_xticklabels(
@@ -219,9 +223,11 @@ def plot(runs, output):
 
 
 def _ms(result):
-    if isinstance(result, dict):
-        return f"{result['median'] * 1e3:.3g}"
-    return "error" if result is None else str(result).replace("error: ", "raised ")
+    if not isinstance(result, dict):
+        return "raised" if result else ""
+    ms = result["median"] * 1e3
+    # Three significant digits, never in exponent notation: the column stays narrow.
+    return f"{ms:.0f}" if ms >= 100 else f"{ms:.3g}"
 
 
 def _ratio(r):
@@ -243,101 +249,229 @@ def _list_table(title, header, rows, widths=None):
     return "\n".join(lines)
 
 
+# The footnotes the tables may cite; rst() defines only those it cites.
+_FOOTNOTES = {
+    "raised": "PyTorch's batched cayley raised ``RuntimeError`` in every round "
+    "(pytorch#142815, CPU, 2 or more threads, n of about 150 and up). Ours solves "
+    "one matrix at a time there.",
+    "wrong": "PyTorch's result failed the orthogonality check (error above "
+    ":math:`100\\,n\\,\\varepsilon`); it was timed all the same.",
+    "ours_wrong": "Our result failed the orthogonality check (error above "
+    ":math:`100\\,n\\,\\varepsilon`).",
+    "stacked": "*torch today*: PyTorch's ``orthogonal`` on the stacked "
+    ":math:`(3n, n)` weight with its default map for a non-square matrix, "
+    "householder; no gate is orthogonal. *ours*: ``blocks=3`` on the same weight "
+    "with the default map, matrix_exp (columns *fwd+bwd* and *fwd*), or with "
+    "householder.",
+    "reads": "How often the parametrization runs in one forward of the RNN "
+    "module, outside :func:`torch.nn.utils.parametrize.cached`.",
+}
+
+
+def _threads(run):
+    return f"{run['header']['threads']} thr."
+
+
+def _maps_rows(run, mode, *, stacked):
+    return {
+        (r["map"], r["n"]): r
+        for r in run.get("maps", [])
+        if r["mode"] == mode and (r["map"] == "stacked") == stacked
+    }
+
+
 def rst(runs):
+    r"""Return the benchmark tables of ``runs`` as reStructuredText.
+
+    The tables are narrow on purpose (no more than eight short columns), so that
+    they fit the text column of the docs; what does not fit a cell is a footnote.
+    ``docs/conf.py`` writes this text at build time to a file that
+    ``docs/benchmarks.rst`` includes, so the page follows the JSON.
+    """
+    cited = []
+
+    def cite(name):
+        if name not in cited:
+            cited.append(name)
+        return f" [#{name}]_"
+
     out = []
+
+    # The runs: one line each.
     for run in runs:
         h, c = run["header"], run["config"]
-        title = f"{_label(run)}: {h['date']}"
-        out += [title, "~" * len(title), ""]
         out.append(
-            f"torch {h['torch']}, Python {h['python']}, {h['device']}, "
-            f"{_label(run)}, float32; our matrix_exp map via "
-            f"``{h['ours_matrix_exp']}``; {c['rounds']} interleaved rounds of "
-            f"``blocked_autorange(min_run_time={c['min_run_time']})``. Times are "
-            "medians over all rounds, ratios medians of the per-round ratios, "
-            "*range* the smallest and largest per-round ratio."
+            f"- *{_label(run)}*: {h['date']}; torch {h['torch']}, Python "
+            f"{h['python']}, {h['device']}, {h['dtype']}; {c['rounds']} interleaved "
+            f"rounds of ``blocked_autorange(min_run_time={c['min_run_time']})``."
+        )
+    out.append("")
+
+    # Goals: one row per goal, one column per run.
+    goals = list(dict.fromkeys(g["name"] for run in runs for g in run["goals"]))
+    if goals:
+        rows = []
+        for name in goals:
+            per_run = [
+                next((g for g in run["goals"] if g["name"] == name), None)
+                for run in runs
+            ]
+            first = next(g for g in per_run if g is not None)
+            cells = [
+                "" if g is None or g["value"] is None
+                else f"{g['value']:.2f} ({g['status']})"
+                for g in per_run
+            ]
+            rows.append([name, first["description"], f"<= {first['target']}", *cells])
+        out.append(
+            _list_table(
+                "Goals",
+                ["goal", "what is measured", "target", *(_label(run) for run in runs)],
+                rows,
+                widths=[8, 52, 10, *([15] * len(runs))],
+            )
         )
         out.append("")
-        if run.get("maps"):
-            rows = []
-            for row in run["maps"]:
-                t = row["times"]
-                if row["map"] == "stacked":
-                    notes = (
-                        f"torch: stacked ``({3 * row['n']}, {row['n']})`` "
-                        "householder, gates not orthogonal; ours householder "
-                        f"{_ratio(row['ratio_ours_householder_upstream'])}x"
-                    )
-                    cells = ["stacked*", _ms(t["ours"]), _ms(t["upstream_stacked"]), ""]
-                    loop_ratio = ""
-                else:
-                    notes = ", ".join(
-                        f"{name} wrong" for name in row["wrong"]
-                    )
-                    cells = [
-                        row["map"], _ms(t["ours"]), _ms(t["upstream"]), _ms(t["loop"])
-                    ]
-                    loop_ratio = _ratio(row["ratio_ours_loop"])
-                rows.append(
-                    [
-                        cells[0],
-                        str(row["n"]),
-                        row["mode"],
-                        *cells[1:],
-                        _ratio(row["ratio_ours_upstream"]),
-                        _range(row["ratio_ours_upstream_rounds"]),
-                        loop_ratio,
-                        notes,
-                    ]
-                )
-            out.append(
-                _list_table(
-                    f"Maps, {_label(run)}: 3 blocks of (n, n), time per call",
-                    ["map", "n", "pass", "ours (ms)", "torch (ms)", "loop (ms)",
-                     "ours/torch", "range", "ours/loop", "notes"],
-                    rows,
-                )
-            )
-            out.append("")
-        if run.get("rnn"):
-            rows = []
-            for row in run["rnn"]:
-                for name, result in row["times"].items():
-                    ratio = (
-                        1.0 if name == "unconstrained"
-                        else row["ratio_vs_unconstrained"][name]
-                    )
-                    spread = (
-                        "" if name == "unconstrained"
-                        else _range(row["ratio_vs_unconstrained_rounds"][name])
-                    )
-                    evals = row["evals_per_forward"][name]
-                    rows.append(
-                        [
-                            f"{row['rnn']}({row['hidden']})",
-                            name,
-                            _ms(result),
-                            _ratio(ratio),
-                            spread,
-                            "" if evals is None else str(evals),
-                        ]
-                    )
-            out.append(
-                _list_table(
-                    f"RNN training step, {_label(run)}: seq {run['rnn'][0]['seq']}, "
-                    f"batch {run['rnn'][0]['batch']}",
-                    ["RNN", "variant", "step (ms)", "vs unconstrained", "range",
-                     "weight evaluations per forward"],
-                    rows,
-                )
-            )
-            out.append("")
-        goals = [
-            f"{g['name']} = {'-' if g['value'] is None else format(g['value'], '.2f')} "
-            f"(target <= {g['target']}): **{g['status']}**. {g['description']}."
-            for g in run["goals"]
+
+    def ratio_cell(row):
+        if row is None:
+            return ""
+        if row["ratio_ours_upstream"] is None:
+            return "raised" + cite("raised")
+        cell = _ratio(row["ratio_ours_upstream"])
+        if "upstream" in row["wrong"]:
+            cell += cite("wrong")
+        if "ours" in row["wrong"]:
+            cell += cite("ours_wrong")
+        return cell
+
+    keys = sorted(
+        {(r["map"], r["n"]) for run in runs for r in run.get("maps", [])
+         if r["map"] != "stacked"},
+        key=lambda key: (_MAP_ORDER.index(key[0]), key[1]),
+    )
+    if keys:
+        # Forward + backward, the number that matters for training.
+        fb = [_maps_rows(run, "fwd+bwd", stacked=False) for run in runs]
+        rows = []
+        for key in keys:
+            cells = []
+            for by_key in fb:
+                row = by_key.get(key)
+                cells.append(ratio_cell(row))
+                cells.append("" if row is None else _ratio(row["ratio_ours_loop"]))
+            rows.append([*map(str, key), *cells])
+        header = ["map", "n"]
+        for run in runs:
+            header += [f"ours / torch, {_threads(run)}", f"ours / loop, {_threads(run)}"]
+        out.append(_list_table("Maps, forward + backward: time ratios", header, rows))
+        out.append("")
+
+        # Forward only (autograd recording) and inference.
+        modes = ("fwd", "infer")
+        by_mode = {m: [_maps_rows(run, m, stacked=False) for run in runs] for m in modes}
+        rows = []
+        for key in keys:
+            cells = [ratio_cell(by_key.get(key)) for m in modes for by_key in by_mode[m]]
+            rows.append([*map(str, key), *cells])
+        header = ["map", "n"] + [
+            f"{m}, {_threads(run)}" for m in modes for run in runs
         ]
-        out += [f"- {g}" for g in goals] + [""]
+        out.append(
+            _list_table("Maps, forward and inference: time ours / torch", header, rows)
+        )
+        out.append("")
+
+        # Absolute times of forward + backward.
+        rows = []
+        for key in keys:
+            cells = []
+            for by_key in fb:
+                row = by_key.get(key)
+                t = {} if row is None else row["times"]
+                cells += [_ms(t.get(v)) for v in ("ours", "upstream", "loop")]
+            rows.append([*map(str, key), *cells])
+        header = ["map", "n"]
+        for run in runs:
+            header += [f"{v}, {_threads(run)}" for v in ("ours", "torch", "loop")]
+        out.append(
+            _list_table("Maps, forward + backward: milliseconds per call", header, rows)
+        )
+        out.append("")
+
+    # What users get today on a stacked weight.
+    sizes = sorted({r["n"] for run in runs for r in run.get("maps", [])
+                    if r["map"] == "stacked"})
+    if sizes:
+        by_mode = {m: [_maps_rows(run, m, stacked=True) for run in runs]
+                   for m in ("fwd+bwd", "fwd")}
+        rows = []
+        for n in sizes:
+            cells = []
+            for m, field in (("fwd+bwd", "ratio_ours_upstream"),
+                             ("fwd+bwd", "ratio_ours_householder_upstream"),
+                             ("fwd", "ratio_ours_upstream")):
+                for by_key in by_mode[m]:
+                    row = by_key.get(("stacked", n))
+                    cells.append("" if row is None else _ratio(row[field]))
+            rows.append([str(n), *cells])
+        header = ["n"]
+        for what in ("fwd+bwd", "householder fwd+bwd", "fwd"):
+            header += [f"{what}, {_threads(run)}" for run in runs]
+        out.append(
+            _list_table(
+                "Stacked (3n, n) weight: time ours / torch today" + cite("stacked"),
+                header, rows,
+            )
+        )
+        out.append("")
+
+    # RNN training steps.
+    kinds = list(dict.fromkeys(
+        (r["rnn"], r["hidden"]) for run in runs for r in run.get("rnn", [])
+    ))
+    if kinds:
+        first = next(r for run in runs for r in run.get("rnn", []))
+        labels = {
+            "unconstrained": "unconstrained",
+            "ours_fix": "ours, installed",
+            "ours_nofix": "ours, not installed",
+            "upstream_stacked": "torch today (stacked)",
+        }
+        rows = []
+        for kind in kinds:
+            per_run = [
+                next((r for r in run.get("rnn", []) if (r["rnn"], r["hidden"]) == kind),
+                     None)
+                for run in runs
+            ]
+            some = next(r for r in per_run if r is not None)
+            for name in some["times"]:
+                evals = some["evals_per_forward"][name]
+                cells = []
+                for row in per_run:
+                    if row is None:
+                        cells += ["", ""]
+                        continue
+                    ratio = (1.0 if name == "unconstrained"
+                             else row["ratio_vs_unconstrained"][name])
+                    cells += [_ms(row["times"][name]), _ratio(ratio)]
+                rows.append([f"{kind[0]}({kind[1]})", labels.get(name, name),
+                             "" if evals is None else str(evals), *cells])
+        header = ["RNN", "weight_hh_l0", "reads" + cite("reads")]
+        for run in runs:
+            header += [f"ms, {_threads(run)}", f"ratio, {_threads(run)}"]
+        out.append(
+            _list_table(
+                f"RNN training step (sequence {first['seq']}, batch {first['batch']}): "
+                "time, and ratio to the unconstrained step",
+                header, rows,
+            )
+        )
+        out.append("")
+
+    for name in cited:
+        out += [f".. [#{name}] {_FOOTNOTES[name]}", ""]
     return "\n".join(out)
 
 

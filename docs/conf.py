@@ -3,11 +3,19 @@
 # Build:            python -m sphinx -W --keep-going -b html docs docs/_build/html
 # Run the examples: python -m sphinx -W --keep-going -b doctest docs docs/_build/doctest
 #
-# The build needs no network. Maths is rendered by MathJax in the reader's
-# browser (sphinx.ext.mathjax, Sphinx's default): sphinx.ext.imgmath would render
-# at build time but needs latex and dvipng, which the CI machine does not have.
+# Neither building nor reading the pages needs a network. Maths is rendered by
+# MathJax in the reader's browser, from a copy that sphinx-mathjax-offline puts
+# into _static/mathjax of the build (sphinx.ext.imgmath would render at build
+# time but needs latex and dvipng, which the CI machine does not have).
 # Intersphinx is off on purpose, so references to torch objects stay plain text.
+#
+# The result tables of benchmarks.rst and experiments.rst are written at build
+# time from the JSON files in _static/ (see _write_tables below), so that a new
+# run needs no hand-edited table. The figures are PNG files made by the scripts
+# in benchmarks/ and committed; the build trains and times nothing.
 
+import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -31,14 +39,17 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
     "sphinx.ext.doctest",
+    # Copies MathJax into the build and points mathjax_path at the copy.
+    "sphinx-mathjax-offline",
+    "sphinx_copybutton",
     # Parses RFC.md, which design.rst includes.
     "myst_parser",
 ]
 
 source_suffix = {".rst": "restructuredtext"}
 root_doc = "index"
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
-templates_path = []
+exclude_patterns = ["_build", "_generated", "Thumbs.db", ".DS_Store"]
+templates_path = ["_templates"]
 
 # -- autodoc / autosummary --------------------------------------------------
 # The stubs of api.rst are generated at build time into docs/generated/.
@@ -67,12 +78,48 @@ torch_ortho_patch.uninstall()
 """
 doctest_test_doctest_blocks = "default"
 
+# -- copybutton ------------------------------------------------------------------
+# Copy commands without their prompt, and only the lines that have one.
+copybutton_prompt_text = r">>> |\.\.\. |\$ "
+copybutton_prompt_is_regexp = True
+copybutton_only_copy_prompt_lines = True
+copybutton_line_continuation_character = "\\"
+
 # -- myst ------------------------------------------------------------------------
 myst_heading_anchors = 3
 
 # -- HTML --------------------------------------------------------------------------
 html_theme = "furo"
 html_title = f"torch_ortho_patch {release}"
-# docs/_static holds the benchmark plot; it may not exist in a fresh checkout.
-html_static_path = ["_static"] if (DOCS / "_static").is_dir() else []
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
 pygments_style = "sphinx"
+
+
+# -- tables from the results ------------------------------------------------------
+def _load_script(name):
+    path = ROOT / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_docs_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_tables():
+    # docs/_generated/*.inc: included by the pages, never read as documents.
+    out = DOCS / "_generated"
+    out.mkdir(exist_ok=True)
+    plot = _load_script("plot")
+    runs = plot.load_runs([DOCS / "_static" / "bench_results.json"])
+    text = plot.rst(runs)
+    copy_plot = _load_script("plot_copy_task")
+    with open(DOCS / "_static" / "copy_task.json") as f:
+        copy_text = copy_plot.rst(json.load(f))
+    for name, content in (("bench_tables.inc", text), ("copy_task_tables.inc", copy_text)):
+        path = out / name
+        # Rewrite only on change, so that Sphinx rebuilds only what changed.
+        if not path.exists() or path.read_text() != content:
+            path.write_text(content)
+
+
+_write_tables()

@@ -328,8 +328,13 @@ TypeError: Expected log to be callable. Got str.""",  # noqa: B950
             self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
         with open(combined) as f:
             self.assertEqual(len(json.load(f)["runs"]), 2)
-        self.assertIn(".. list-table::", out.getvalue())
-        self.assertIn("   * - matrix_exp\n     - 16\n     - fwd\n", out.getvalue())
+        text = out.getvalue()
+        self.assertIn(".. list-table:: Maps, forward + backward: time ratios", text)
+        self.assertIn("   * - matrix_exp\n     - 16\n", text)
+        # Every footnote cited is defined, and none is defined without a citation.
+        cited = set(re.findall(r" \[#(\w+)\]_", text))
+        defined = set(re.findall(r"^\.\. \[#(\w+)\]", text, re.M))
+        self.assertEqual(cited, defined)
 
 
 if __name__ == "__main__":
