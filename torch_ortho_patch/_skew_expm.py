@@ -174,7 +174,7 @@ def _frechet(lam: Tensor, V: Tensor, E: Tensor, adjoint: bool) -> Tensor:
     # conj(F) = (conj(h) conj(h)^T) o S gives the adjoint. See
     # Note [Skew matrix exponential via eigh]. A real E means a real A, and then
     # a real L(A, E).
-    real = not E.is_complex()
+    real = not E.dtype.is_complex
     half = lam / 2
     h = torch.complex(torch.cos(half), -torch.sin(half) if adjoint else torch.sin(half))
     S = torch.sinc((lam.unsqueeze(-1) - lam.unsqueeze(-2)) / (2 * torch.pi))
@@ -264,7 +264,7 @@ class _SkewMatrixExp(torch.autograd.Function):
     @staticmethod
     def forward(A: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         lam, V = _factorize(A)
-        Q = _exp_from_factors(lam, V, real=not A.is_complex())
+        Q = _exp_from_factors(lam, V, real=not A.dtype.is_complex)
         return Q, lam, V
 
     @staticmethod

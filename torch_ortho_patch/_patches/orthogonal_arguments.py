@@ -24,10 +24,10 @@ def edit(path, text):
     text = E.replace_expr(
         text,
         "orthogonal",
-        lambda n: isinstance(n, ast.Call) and E.dotted(n.func) == "getattr"
-        and bool(n.args) and E.dotted(n.args[0]) == "_OrthMaps",
-        "_OrthMaps.__members__.get(orthogonal_map)",
-        "getattr() on _OrthMaps",
+        lambda n: isinstance(n, ast.Compare)
+        and ast.unparse(n) == "orth_enum is None",
+        "not isinstance(orth_enum, _OrthMaps)",
+        "the test of orth_enum",
     )
     text = E.insert_stmts(
         text,
@@ -77,8 +77,8 @@ Three inputs of orthogonal() fail late or in an unrelated way:
 * orthogonal_map is looked up with getattr() on the enum, so
   orthogonal_map="__class__" (or any attribute of an Enum) registers and then
   fails with a KeyError on first use, and a non-string gives "attribute name
-  must be string". Look the name up in _OrthMaps.__members__, and raise a
-  TypeError for a non-string.
+  must be string". Accept only members of _OrthMaps, and raise a TypeError for
+  a non-string.
 * An integer weight gets "torch.finfo() requires a floating point input
   type" from inside right_inverse. Raise a TypeError that names the dtype.
 * On a tensor that is parametrized already (orthogonal() applied twice, or

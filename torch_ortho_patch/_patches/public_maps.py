@@ -180,8 +180,8 @@ def orthogonal_map(
         [True, True, True]
     """
     _check_map_input(X, "orthogonal_map")
-    orth_enum = _OrthMaps.__members__.get(method) if isinstance(method, str) else None
-    if orth_enum is None:
+    orth_enum = getattr(_OrthMaps, method, None) if isinstance(method, str) else None
+    if not isinstance(orth_enum, _OrthMaps):
         raise ValueError(
             'Expected method to be one of "matrix_exp", "cayley", "householder". '
             f"Got {method!r}."
