@@ -1033,7 +1033,7 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         metavar="N",
-        help="matrix sizes n of the maps section (default: 64 256 512, or 16 "
+        help="matrix sizes n of the maps section (default: 64 128 256 512, or 16 "
         "with --quick)",
     )
     parser.add_argument(
