@@ -17,7 +17,7 @@ from torch.nn.modules.rnn import RNNBase
 from torch.testing._internal.common_utils import run_tests, TestCase
 
 import torch_ortho_patch
-from torch_ortho_patch import _install, _rnn, parametrizations as ours
+from torch_ortho_patch import _check, _install, _rnn, parametrizations as ours
 
 
 REPO = Path(__file__).absolute().parent.parent
@@ -415,6 +415,33 @@ class TestFloor(TestCase):
                 _install._check_torch_version()
         with mock.patch.object(torch, "__version__", f"{self.floor}.0"):
             _install._check_torch_version()
+
+
+class TestApplicability(TestCase):
+    # What `python -m torch_ortho_patch check` says about this torch: the same
+    # checks as install(), by capability past the version floor.
+    def test_supported_torch(self):
+        self.assertEqual(
+            _check.applicability(),
+            ["patch applies to this torch: yes", "RNN read-once fix applies: yes"],
+        )
+
+    def test_below_the_floor(self):
+        with mock.patch.object(torch, "__version__", "2.3.1"):
+            (line,) = _check.applicability()
+        self.assertExpectedInline(
+            line,
+            """patch applies to this torch: no. torch_ortho_patch.install() does not support this PyTorch: no release older than 2.4 is tested. Expected torch >= 2.4. Got 2.3.1.""",  # noqa: B950
+        )
+
+    def test_rnn_layout_differs(self):
+        with mock.patch.object(_rnn, "applies", return_value=False):
+            lines = _check.applicability()
+        self.assertEqual(
+            lines[1],
+            "RNN read-once fix applies: no, RNNBase does not have the methods it "
+            "replaces in the form it expects",
+        )
 
 
 if __name__ == "__main__":
