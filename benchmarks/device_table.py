@@ -105,7 +105,8 @@ def bench_rows(out):
         times = row["times"]
         ratios = row.get("ratio_vs_unconstrained", {})
         evals = row.get("evals_per_forward", {})
-        for variant in ("ours_fix", "ours_nofix", "upstream_stacked"):
+        # Every variant the bench measured, in its order, against the unconstrained step.
+        for variant in [v for v in times if v != "unconstrained"]:
             rows.append((
                 "rnn step",
                 f"{row['rnn']}({row['hidden']}) {variant}",

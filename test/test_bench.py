@@ -382,9 +382,17 @@ TypeError: Expected log to be callable. Got str.""",  # noqa: B950
         self.assertRegex(text, r"\ntests +FAILED .* TestMapsCUDA\.test_b\n")
         for mode in ("fwd", "fwd+bwd", "infer"):
             self.assertRegex(text, rf"\nmap +matrix_exp n=16 {re.escape(mode)} ")
-        self.assertRegex(text, r"\nrnn step +GRU\(8\) ours_fix .* "
-                         r"evaluations per forward: 1\n")
-        self.assertRegex(text, r"\ngoal +R1 ")
+        (run,) = self.data["runs"]
+        for row in run["rnn"]:
+            for variant, evals in row["evals_per_forward"].items():
+                if variant != "unconstrained":
+                    self.assertRegex(
+                        text,
+                        rf"\nrnn step +{row['rnn']}\({row['hidden']}\) {variant} .* "
+                        rf"evaluations per forward: {evals}\n",
+                    )
+        for goal in run["goals"]:
+            self.assertRegex(text, rf"\ngoal +{re.escape(goal['name'])} ")
 
 
 if __name__ == "__main__":
