@@ -10,6 +10,7 @@ import math
 import os
 import re
 import tempfile
+import unittest
 from pathlib import Path
 from unittest import mock
 
@@ -26,8 +27,12 @@ _VARIANTS = ("unconstrained", "ours_installed", "ours_direct", "upstream_stacked
 
 
 def _load_plot():
+    return _load_script("plot")
+
+
+def _load_script(name):
     spec = importlib.util.spec_from_file_location(
-        "bench_plot", REPO / "benchmarks" / "plot.py"
+        f"bench_{name}", REPO / "benchmarks" / f"{name}.py"
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -315,17 +320,15 @@ ValueError: Expected a device to benchmark on. Got 'meta': the benchmarks run on
 TypeError: Expected log to be callable. Got str.""",  # noqa: B950
         )
 
-    def test_plot_and_rst(self):
+    def test_rst_and_combine(self):
+        # Tables and --combine need only the standard library.
         plot = _load_plot()
-        png = os.path.join(self.tmp.name, "bench.png")
         combined = os.path.join(self.tmp.name, "all.json")
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            argv = [self.json_path, self.json_path, "-o", png, "--rst"]
+            argv = [self.json_path, self.json_path, "--rst"]
             status = plot.main([*argv, "--combine", combined])
         self.assertEqual(status, 0)
-        with open(png, "rb") as f:
-            self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
         with open(combined) as f:
             self.assertEqual(len(json.load(f)["runs"]), 2)
         text = out.getvalue()
@@ -335,6 +338,61 @@ TypeError: Expected log to be callable. Got str.""",  # noqa: B950
         cited = set(re.findall(r" \[#(\w+)\]_", text))
         defined = set(re.findall(r"^\.\. \[#(\w+)\]", text, re.M))
         self.assertEqual(cited, defined)
+
+    @unittest.skipIf(
+        importlib.util.find_spec("matplotlib") is None,
+        "matplotlib is not installed (it comes with the docs extra). The plot "
+        "reads only the JSON, so the runs that have the docs extra cover it.",
+    )
+    def test_plot(self):
+        plot = _load_plot()
+        png = os.path.join(self.tmp.name, "bench.png")
+        with contextlib.redirect_stdout(io.StringIO()):
+            status = plot.main([self.json_path, self.json_path, "-o", png])
+        self.assertEqual(status, 0)
+        with open(png, "rb") as f:
+            self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+
+    def test_device_table(self):
+        # benchmarks/device_check.sh prints this table from what its steps wrote.
+        table = _load_script("device_table")
+        out = Path(self.tmp.name) / "device_check"
+        out.mkdir()
+        self.assertIn("no report: did not run", table.format_table(out))
+        self.assertIn("no results: did not run", table.format_table(out))
+        (out / "bench.json").write_text(Path(self.json_path).read_text())
+        (out / "bench.status").write_text("0\n")
+        (out / "tests.status").write_text("1\n")
+        (out / "tests.selection").write_text("-k cuda (all test files)\n")
+        (out / "env.json").write_text(json.dumps(
+            {"mode": "cuda", "device": "cuda (X)", "torch": "2.11.0",
+             "cuda": "13.0", "python": "3.12.3"}
+        ))
+        (out / "tests.xml").write_text(
+            '<testsuites><testsuite tests="4" failures="1" errors="0" skipped="1" '
+            'time="12.5"><testcase classname="test_ops.TestMapsCUDA" name="test_a"/>'
+            '<testcase classname="test_ops.TestMapsCUDA" name="test_b">'
+            '<failure message="boom"/></testcase></testsuite></testsuites>'
+        )
+        text = table.format_table(out)
+        self.assertIn("torch 2.11.0 (CUDA 13.0), Python 3.12.3", text)
+        self.assertIn("bench --quick: tiny sizes, the times mean nothing", text)
+        self.assertRegex(text, r"\ntests +-k cuda \(all test files\) +12 s .* "
+                         r"2 passed, 1 failed, 1 skipped\n")
+        self.assertRegex(text, r"\ntests +FAILED .* TestMapsCUDA\.test_b\n")
+        for mode in ("fwd", "fwd+bwd", "infer"):
+            self.assertRegex(text, rf"\nmap +matrix_exp n=16 {re.escape(mode)} ")
+        (run,) = self.data["runs"]
+        for row in run["rnn"]:
+            for variant, evals in row["evals_per_forward"].items():
+                if variant != "unconstrained":
+                    self.assertRegex(
+                        text,
+                        rf"\nrnn step +{row['rnn']}\({row['hidden']}\) {variant} .* "
+                        rf"evaluations per forward: {evals}\n",
+                    )
+        for goal in run["goals"]:
+            self.assertRegex(text, rf"\ngoal +{re.escape(goal['name'])} ")
 
 
 if __name__ == "__main__":

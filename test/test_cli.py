@@ -454,12 +454,12 @@ python -m torch_ortho_patch run: error: unrecognized arguments: --flag
 
     def test_run_version_gate(self):
         script = self.tmp / "user_script.py"
-        with mock.patch.object(torch, "__version__", "2.12.1"):
+        with mock.patch.object(torch, "__version__", "2.3.1"):
             code, stderr = run_in_process("run", str(script))
         self.assertEqual(code, 2)
         self.assertExpectedInline(
             stderr,
-            """python -m torch_ortho_patch run: error: torch_ortho_patch.install() does not support this PyTorch. Expected torch >= 2.13. Got 2.12.1.\n""",  # noqa: B950
+            """python -m torch_ortho_patch run: error: torch_ortho_patch.install() does not support this PyTorch: no release older than 2.4 is tested. Expected torch >= 2.4. Got 2.3.1.\n""",  # noqa: B950
         )
 
     def test_run_after_double_dash(self):

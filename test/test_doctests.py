@@ -102,8 +102,12 @@ class TestDocstringExamples(TestCase):
         documented = {e.callname for e in EXAMPLES}
         self.assertEqual(DOCUMENTED - documented, set())
 
-    @parametrize("example", EXAMPLES, name_fn=_name)
+    # torch's @parametrize refuses an empty list, which is what EXAMPLES is
+    # without xdoctest; test_examples_found says then why nothing ran.
+    @parametrize("example", EXAMPLES or [None], name_fn=lambda e: _name(e) if e else "none")
     def test_example(self, example):
+        if example is None:
+            raise unittest.SkipTest("no examples collected: xdoctest is not installed")
         torch.manual_seed(0)
         example.config["global_exec"] = GLOBAL_EXEC
         try:

@@ -2,6 +2,7 @@
 import inspect
 import io
 import pickle
+import re
 import subprocess
 import sys
 import threading
@@ -16,7 +17,7 @@ from torch.nn.modules.rnn import RNNBase
 from torch.testing._internal.common_utils import run_tests, TestCase
 
 import torch_ortho_patch
-from torch_ortho_patch import _install, _rnn, parametrizations as ours
+from torch_ortho_patch import _check, _install, _rnn, parametrizations as ours
 
 
 REPO = Path(__file__).absolute().parent.parent
@@ -190,17 +191,17 @@ class TestInstall(TestCase):
         self.assertFalse(_install._torch_has_blocks())
 
     def test_version_gate(self):
-        with mock.patch.object(torch, "__version__", "2.12.1"):
+        with mock.patch.object(torch, "__version__", "2.3.1"):
             with self.assertRaises(RuntimeError) as cm:
                 torch_ortho_patch.install()
         self.assertExpectedInline(
             str(cm.exception),
-            """torch_ortho_patch.install() does not support this PyTorch. Expected torch >= 2.13. Got 2.12.1.""",  # noqa: B950
+            """torch_ortho_patch.install() does not support this PyTorch: no release older than 2.4 is tested. Expected torch >= 2.4. Got 2.3.1.""",  # noqa: B950
         )
         self.assertFalse(torch_ortho_patch.is_installed())
         self.assertRestored()
         # The floor itself, and version strings with local parts, are accepted.
-        for version in ("2.13.0", "2.14.0a0+git1234", "3.0"):
+        for version in ("2.4.0", "2.14.0a0+git1234", "3.0"):
             with mock.patch.object(torch, "__version__", version):
                 torch_ortho_patch.install()
                 self.assertTrue(torch_ortho_patch.is_installed())
@@ -288,7 +289,7 @@ class TestInstall(TestCase):
 
     def test_installed_when_install_raises(self):
         cm = torch_ortho_patch.installed()
-        with mock.patch.object(torch, "__version__", "2.12.1"):
+        with mock.patch.object(torch, "__version__", "2.3.1"):
             with self.assertRaisesRegex(RuntimeError, "does not support"):
                 with cm:
                     pass
@@ -369,6 +370,78 @@ is_installed() takes 0 positional arguments but 1 was given""",
             other = P.orthogonal(nn.GRU(4, 4), "weight_hh_l0", blocks=3)
         other.load_state_dict(state)
         self.assertEqual(other.weight_hh_l0, gru.weight_hh_l0)
+
+
+def _pyproject_torch_requirement():
+    r"""The torch requirement of pyproject.toml's [project] dependencies."""
+    text = (REPO / "pyproject.toml").read_text()
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: read the one line by hand
+        match = re.search(r"^dependencies = \[(.*)\]$", text, flags=re.M)
+        deps = re.findall(r'"([^"]*)"', match.group(1)) if match else []
+    else:
+        deps = tomllib.loads(text)["project"]["dependencies"]
+    return [d for d in deps if re.match(r"torch\b", d)]
+
+
+class TestFloor(TestCase):
+    # See Note [Supported PyTorch releases] in torch_ortho_patch/_install.py.
+    floor = ".".join(map(str, _install._MIN_TORCH_VERSION))
+
+    def test_pyproject_asks_for_the_floor(self):
+        self.assertEqual(_pyproject_torch_requirement(), [f"torch>={self.floor}"])
+
+    def test_docs_state_the_floor(self):
+        # Every sentence in the README and the docs that states a floor states
+        # this one, and the install pages do state it.
+        claims = re.compile(
+            r"(?:PyTorch|torch)\s+(\d+\.\d+)\s+or\s+later|torch>=(\d+\.\d+)"
+        )
+        stated = {}
+        for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.rst"))]:
+            for match in claims.finditer(path.read_text()):
+                version = match.group(1) or match.group(2)
+                stated.setdefault(path.relative_to(REPO).as_posix(), set()).add(version)
+        for name in ("README.md", "docs/index.rst", "docs/installing.rst"):
+            self.assertIn(name, stated, msg=f"{name} does not state the torch floor")
+        for name, versions in stated.items():
+            self.assertEqual(versions, {self.floor}, msg=name)
+
+    def test_floor_is_what_install_checks(self):
+        below = f"{_install._MIN_TORCH_VERSION[0]}.{_install._MIN_TORCH_VERSION[1] - 1}.0"
+        with mock.patch.object(torch, "__version__", below):
+            with self.assertRaisesRegex(RuntimeError, f"Expected torch >= {self.floor}."):
+                _install._check_torch_version()
+        with mock.patch.object(torch, "__version__", f"{self.floor}.0"):
+            _install._check_torch_version()
+
+
+class TestApplicability(TestCase):
+    # What `python -m torch_ortho_patch check` says about this torch: the same
+    # checks as install(), by capability past the version floor.
+    def test_supported_torch(self):
+        self.assertEqual(
+            _check.applicability(),
+            ["patch applies to this torch: yes", "RNN read-once fix applies: yes"],
+        )
+
+    def test_below_the_floor(self):
+        with mock.patch.object(torch, "__version__", "2.3.1"):
+            (line,) = _check.applicability()
+        self.assertExpectedInline(
+            line,
+            """patch applies to this torch: no. torch_ortho_patch.install() does not support this PyTorch: no release older than 2.4 is tested. Expected torch >= 2.4. Got 2.3.1.""",  # noqa: B950
+        )
+
+    def test_rnn_layout_differs(self):
+        with mock.patch.object(_rnn, "applies", return_value=False):
+            lines = _check.applicability()
+        self.assertEqual(
+            lines[1],
+            "RNN read-once fix applies: no, RNNBase does not have the methods it "
+            "replaces in the form it expects",
+        )
 
 
 if __name__ == "__main__":

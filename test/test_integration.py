@@ -56,6 +56,13 @@ def same_values_tol(device):
     return 0 if torch.device(device).type == "cpu" else rounding_tol(torch.float32)
 
 
+# Note [setUp of device-generic tests]
+# instantiate_device_type_tests in older torch (2.4, for one) builds TestFooCPU
+# from the *bases* of TestFoo and copies TestFoo's methods into it, so TestFooCPU
+# is not a subclass of TestFoo, and a zero-argument super() in a method defined
+# on TestFoo raises "super(type, obj): obj must be an instance or subtype of
+# type". Newer torch subclasses TestFoo. A device-generic class therefore takes
+# its setUp from a base class, which works under both.
 class DeviceTestCase(TestCase):
     def setUp(self):
         super().setUp()
@@ -100,20 +107,45 @@ def forward_backward(model, x):
     return out.detach(), {n: X.grad.clone() for n, X in originals(model).items()}
 
 
-# Substrings of the reasons Dynamo gives for the graph breaks we know of. See the
-# comments in TestCompile.
-RNN_NOT_TRACED = "Attempted to wrap RNN, GRU, or LSTM"
-
-
-class TestCompile(DeviceTestCase):
+class CompileTestCase(DeviceTestCase):
+    # See Note [setUp of device-generic tests]
     def setUp(self):
         super().setUp()
         torch._dynamo.reset()
         counters.clear()
         self.addCleanup(torch._dynamo.reset)
 
+
+class TestCompile(CompileTestCase):
     def graph_breaks(self):
-        return dict(counters["graph_break"])
+        # Newer Dynamo adds a "Developer debug context" paragraph, which holds
+        # the repr of the module or the source of the call (it differs between
+        # a plain and a parametrized RNN); the rest of the reason is the same.
+        breaks = {}
+        for reason, count in counters["graph_break"].items():
+            reason = re.sub(
+                r"\n *Developer debug context:.*?(?=\n\s*\n|\Z)", "", reason, flags=re.S
+            )
+            breaks[reason] = breaks.get(reason, 0) + count
+        return breaks
+
+    def rnn_graph_breaks(self, cls, x):
+        r"""The graph breaks this Dynamo reports for torch's own ``cls``.
+
+        With allow_rnn=False, Dynamo refuses to trace an RNN module, and each
+        release words the reason differently ("TorchDynamo purposely graph breaks
+        on RNN, GRU, LSTMs" in 2.4, "Attempted to wrap RNN, GRU, or LSTM" in 2.13,
+        "Dynamo does not support RNN, GRU, or LSTM" in 2.15). Compiling the
+        unparametrized module measures the wording of the installed release.
+        """
+        torch._dynamo.reset()
+        counters.clear()
+        plain = cls(INPUT_SIZE, HIDDEN_SIZE, device=x.device)
+        torch.compile(plain, backend="aot_eager")(x)
+        breaks = self.graph_breaks()
+        torch._dynamo.reset()
+        counters.clear()
+        return breaks
 
     def assertCompiledMatchesEager(self, model, x, fullgraph=False):
         out, grads = forward_backward(model, x)
@@ -137,19 +169,19 @@ class TestCompile(DeviceTestCase):
         # With Dynamo's default config (allow_rnn=False), Dynamo does not trace the
         # RNN module itself: its forward is a graph break and runs eagerly, and the
         # parametrizations that forward reads are compiled as frames of their own.
-        rnn = make_rnn(cls, device, orthogonal_map=orthogonal_map)
         x = torch.randn(6, 2, INPUT_SIZE, device=device)
+        known = self.rnn_graph_breaks(cls, x)
+        # The case this test is about: the RNN's own forward is not traced.
+        self.assertNotEqual(known, {})
+        rnn = make_rnn(cls, device, orthogonal_map=orthogonal_map)
         self.assertCompiledMatchesEager(rnn, x)
 
         # No graph break other than the RNN module itself, for every map. cayley
         # asks torch.get_num_threads() (which Dynamo cannot trace) only for
         # batches of matrices of size >= 128 on CPU, where the batched-LU
         # workaround may be needed (see Note [CPU batched LU]); these are smaller.
-        known = [RNN_NOT_TRACED]
         for reason in self.graph_breaks():
-            self.assertTrue(
-                any(k in reason for k in known), msg=f"unexpected graph break: {reason}"
-            )
+            self.assertIn(reason, known, msg="unexpected graph break")
 
     def test_compile_parametrization_fullgraph(self, device):
         # The default map of each gate weight compiles into one graph per weight.
@@ -384,7 +416,7 @@ rank, world_size = int(rank), int(world_size)
 store = dist.FileStore(store_path, world_size)
 dist.init_process_group(
     "gloo", store=store, rank=rank, world_size=world_size,
-    timeout=datetime.timedelta(seconds=15),
+    timeout=datetime.timedelta(seconds=120),
 )
 try:
     torch.manual_seed(100 + rank)
@@ -418,9 +450,13 @@ finally:
     "torch.distributed with gloo is not available",
 )
 class TestDDP(TestCase):
-    # A bound for hung processes: a run takes 5 to 15 s on 2 busy cores, most of it
-    # importing torch and torch._dynamo (which DDP imports) in each process.
-    TIMEOUT_S = 30
+    # A bound for hung processes, not a speed check. A run takes 5 to 15 s on 2
+    # idle cores, most of it importing torch and torch._dynamo (which DDP
+    # imports) in each process; with the CUDA builds that CI tests other torch
+    # releases with, on shared cores (load 5), that import alone took 12 to 17 s,
+    # and two processes do it at once. The process group's own timeout, for the
+    # rank that arrives first, is set in DDP_WORKER.
+    TIMEOUT_S = 180
 
     def test_ddp_gloo_two_processes(self):
         world_size = 2

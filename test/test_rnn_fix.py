@@ -42,12 +42,16 @@ def calls_per_forward(rnn, counters, device):
     return [c.calls for c in counters]
 
 
-class TestRNNReadsWeightsOnce(TestCase):
+class UninstalledTestCase(TestCase):
+    # A base class, not TestRNNReadsWeightsOnce.setUp: see
+    # Note [setUp of device-generic tests] in test_integration.py.
     def setUp(self):
         super().setUp()
         torch_ortho_patch.uninstall()
         self.addCleanup(torch_ortho_patch.uninstall)
 
+
+class TestRNNReadsWeightsOnce(UninstalledTestCase):
     @parametrize_test("kind", list(RNNS))
     def test_upstream_evaluates_four_times(self, device, kind):
         # The behaviour of torch itself, measured on torch 2.13: hasattr() and

@@ -148,7 +148,13 @@ def _matrix_exp_impl() -> str:
         forward_cls = getattr(node, "_forward_cls", None)  # a custom Function
         if forward_cls is not None:
             found.append(f"{forward_cls.__module__}.{forward_cls.__qualname__}")
-        stack += [next_node for next_node, _ in node.next_functions]
+        try:
+            inputs = node.next_functions
+        except RuntimeError:
+            # The node of a custom Function hides its inputs on older torch (2.4);
+            # the Function itself has been recorded above.
+            continue
+        stack += [next_node for next_node, _ in inputs]
     return ", ".join(sorted(set(found))) or "unknown"
 
 

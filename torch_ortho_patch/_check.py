@@ -198,6 +198,26 @@ def report(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def applicability() -> list[str]:
+    r"""Say whether :func:`install` would patch this torch, and which parts of it.
+
+    The same checks as :func:`install`: the version floor, then what this torch has.
+    """
+    from . import _install, _rnn
+
+    try:
+        _install._check_torch_version()
+    except RuntimeError as e:
+        return [f"patch applies to this torch: no. {e}"]
+    if _install._torch_has_blocks():
+        return ["patch applies to this torch: no, torch's orthogonal already takes `blocks`"]
+    if _rnn.applies():
+        rnn = "yes"
+    else:
+        rnn = "no, RNNBase does not have the methods it replaces in the form it expects"
+    return ["patch applies to this torch: yes", f"RNN read-once fix applies: {rnn}"]
+
+
 def main(argv: list[str] | None = None) -> int:
     r"""Print the report and return 0 when all of our errors are within tolerance."""
     from . import __version__, _install
@@ -207,11 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         f"torch {torch.__version__}, Python {platform.python_version()}, "
         f"{torch.get_num_threads()} threads"
     )
-    if _install._torch_has_blocks():
-        applies = "no, torch's orthogonal already takes `blocks`"
-    else:
-        applies = "yes"
-    print(f"patch applies to this torch: {applies}")
+    print("\n".join(applicability()))
     print(f"installed: {'yes' if _install.is_installed() else 'no'}")
     print()
     rows = measure()
