@@ -434,8 +434,8 @@ def rst(runs):
         first = next(r for run in runs for r in run.get("rnn", []))
         labels = {
             "unconstrained": "unconstrained",
-            "ours_fix": "ours, installed",
-            "ours_nofix": "ours, not installed",
+            "ours_installed": "ours, install()",
+            "ours_direct": "ours, direct",
             "upstream_stacked": "torch today (stacked)",
         }
         rows = []

@@ -415,7 +415,7 @@ class TestOrthogonalMessages(TestCase):
     def test_map_errors(self):
         self.assertExpectedInline(
             self._error(ValueError, P.orthogonal_map, torch.randn(3, 3), "svd"),
-            """Expected method to be one of "matrix_exp", "cayley", "householder". Got 'svd'.""",
+            """method has to be one of "matrix_exp", "cayley", "householder". Got: svd""",
         )
         self.assertExpectedInline(
             self._error(TypeError, P.cayley_map, torch.ones(3, 3, dtype=torch.long)),

@@ -227,7 +227,7 @@ class TestNNParametrization(NNTestCase):
         with self.assertRaisesRegex(ValueError, "does not support complex"):
             P.householder_map(torch.ones(3, 3, dtype=torch.complex64))
         for method in ("foo", "__class__", None):
-            with self.assertRaisesRegex(ValueError, "Expected method to be one of"):
+            with self.assertRaisesRegex(ValueError, "has to be one of"):
                 P.orthogonal_map(torch.ones(3, 3), method)
         with self.assertRaisesRegex(ValueError, "positive divisor"):
             P.orthogonal_map(torch.ones(6, 3), blocks=4)

@@ -183,8 +183,9 @@ def orthogonal_map(
     orth_enum = getattr(_OrthMaps, method, None) if isinstance(method, str) else None
     if not isinstance(orth_enum, _OrthMaps):
         raise ValueError(
-            'Expected method to be one of "matrix_exp", "cayley", "householder". '
-            f"Got {method!r}."
+            # The words of orthogonal()'s error for the same mistake.
+            'method has to be one of "matrix_exp", "cayley", "householder". '
+            f"Got: {method}"
         )
     blocks = _check_blocks(None, "X", X, blocks)
     return _merge_blocks(_apply_map(_split_blocks(X, blocks), orth_enum), blocks)
