@@ -207,7 +207,7 @@ def plot(runs, output):
     ax_rnn.set_ylabel("step time / unconstrained step time")
     ax_rnn.set_title(
         "RNN training step, block-orthogonal weight_hh_l0\n"
-        "ours: blocks=k, installed; no fix: not installed; "
+        "ours: blocks=k, with install() or called directly; "
         "today: torch, stacked",
         fontsize=9,
     )
