@@ -204,28 +204,6 @@ def insert_stmts(
     return "".join(lines)
 
 
-def insert_at_start(text: str, path: str, new: str) -> str:
-    r"""Insert statements at the start of the body of ``path``, after its docstring."""
-    node = find_def(ast.parse(text), path)
-    body = node.body  # type: ignore[attr-defined]
-    first = body[0]
-    lines = _lines(text)
-    has_doc = (
-        isinstance(first, ast.Expr)
-        and isinstance(first.value, ast.Constant)
-        and isinstance(first.value.value, str)
-    )
-    anchor = body[1] if has_doc and len(body) > 1 else first
-    indent = _leading(lines[anchor.lineno - 1])
-    at = first.end_lineno if has_doc else first.lineno - 1
-    if has_doc:
-        lines[at:at] = _indent(new, indent)
-    else:
-        # Keep comments that open the body above the new statements' anchor.
-        lines[at:at] = _indent(new, indent)
-    return "".join(lines)
-
-
 def replace_expr(text: str, path: str, pred: Pred, new: str, what: str) -> str:
     r"""Replace the source of one expression inside ``path`` by ``new``."""
     node = find_expr(ast.parse(text), path, pred, what)
@@ -402,54 +380,6 @@ def replace_in_list(text: str, name: str, after: str, new_names: list[str]) -> s
     lines = _lines(text)
     lines[node.lineno - 1 : node.end_lineno] = new
     return "".join(lines)
-
-
-def move_stmt_to_function(
-    text: str,
-    path: str,
-    pred: Pred,
-    what: str,
-    *,
-    header: str,
-    footer: str,
-    call: str,
-    place_before: str,
-    renames: dict[str, str] | None = None,
-) -> str:
-    r"""Move one statement of ``path`` into a new top-level function.
-
-    The statement's lines move as they are, dedented to the new function's body
-    and with the dotted names in ``renames`` replaced (``self.attr`` becomes an
-    argument, say). ``header`` (the ``def`` line and any statements before the moved
-    ones) and ``footer`` (for example ``return Q``) are written at the function's
-    indent and its body's indent. In ``path``, ``call`` takes the statement's place.
-    The function goes right before the top-level definition ``place_before``.
-    """
-    tree = ast.parse(text)
-    node = find_stmt(tree, path, pred, what)
-    lines = _lines(text)
-    renames = renames or {}
-    # Rename inside the moved statement, bottom to top so offsets stay valid.
-    moved_text = "".join(lines[node.lineno - 1 : node.end_lineno])
-    moved_tree = ast.parse(textwrap.dedent(moved_text))
-    moved = _lines(textwrap.dedent(moved_text))
-    spans = []
-    for sub in ast.walk(moved_tree):
-        if isinstance(sub, ast.Attribute) and dotted(sub) in renames:
-            spans.append((sub.lineno, sub.col_offset, sub.end_lineno, sub.end_col_offset, renames[dotted(sub)]))  # type: ignore[index]
-    flat = "".join(moved)
-    for lineno, col, end_lineno, end_col, new in sorted(spans, reverse=True):
-        start = _offset(moved, lineno, col)
-        end = _offset(moved, end_lineno, end_col)
-        flat = flat[:start] + new + flat[end:]
-    function = _indent(header, "") + _indent(flat, "    ")
-    if footer:
-        function += _indent(footer, "    ")
-
-    indent = _leading(lines[node.lineno - 1])
-    lines[node.lineno - 1 : node.end_lineno] = _indent(call, indent)
-    text = "".join(lines)
-    return insert_defs(text, "".join(function), before=place_before)
 
 
 # ----------------------------------------------------------------------------

@@ -308,19 +308,3 @@ def _dedent_block(seg: str) -> str:
     indent = len(lines[0]) - len(lines[0].lstrip())
     return "".join(line[indent:] if line[:indent].strip() == "" else line for line in lines)
 
-
-def stack_upto(name: str | None) -> tuple[Patch, ...]:
-    r"""Return the patches up to and including the upstream patch ``name``
-    (all of them for ``None``), with the runtime-only patches that come before."""
-    out = []
-    for patch in patches():
-        out.append(patch)
-        if name is not None and patch.name == name:
-            return tuple(out)
-    if name is not None:
-        raise ValueError(
-            f"Expected the name of a patch of the stack. Got {name!r}; the stack is "
-            f"{[p.name for p in patches()]}."
-        )
-    return tuple(out)
-
