@@ -261,8 +261,12 @@ def _rnn_methods(stack: tuple[Patch, ...]) -> dict[str, Callable]:
     old_cls = _class_methods(old, "RNNBase")
     new_cls = _class_methods(new, "RNNBase")
     lines = new.splitlines(keepends=True)
-    filename = _filename(RNN, stack)
-    _register_source(filename, new)
+    # Compiled under the installed file's own path: torch.compile skips torch's
+    # files, and so it treats the amended methods as it treats the ones they
+    # replace (under another name, Dynamo 2.15 tries to trace them and breaks
+    # the graph). Tracebacks then show the installed file's line at the same
+    # number, which may differ from the amended one.
+    filename = str(installed_root() / RNN)
     ns = dict(vars(rnn))
     # The amended file's imports, for names that the amended methods use.
     resolve = _ResolveImports(rnn.__package__)
