@@ -198,6 +198,45 @@ class TestStack(TestCase):
         for name in ("orthogonal", "_Orthogonal", "_make_orthogonal"):
             self.assertIsNot(getattr(ours, name), getattr(P, name))
 
+    def test_runtime_source_is_the_amended_text(self):
+        # inspect (and so torch.jit.script and tracebacks) reads the amended lines,
+        # not whatever the installed file has at the same line numbers.
+        import inspect
+        import textwrap
+
+        from torch_ortho_patch import parametrizations as ours
+
+        texts = _stack.apply(_installed_texts(), _stack.patches())
+
+        def amended(path, *qualname):
+            nodes = ast.parse(texts[path]).body
+            for name in qualname:
+                node = next(n for n in nodes if getattr(n, "name", None) == name)
+                nodes = getattr(node, "body", [])
+            first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            lines = texts[path].splitlines(keepends=True)[first - 1 : node.end_lineno]
+            return textwrap.dedent("".join(lines)).rstrip()
+
+        def source(fn):
+            return textwrap.dedent(inspect.getsource(fn)).rstrip()
+
+        P = _stack.PARAMETRIZATIONS
+        self.assertEqual(source(ours.orthogonal), amended(P, "orthogonal"))
+        self.assertEqual(source(ours._Orthogonal.forward), amended(P, "_Orthogonal", "forward"))
+        methods = _stack.rnn_methods()
+        self.assertNotEqual(methods, {})
+        for name, fn in methods.items():
+            self.assertEqual(source(fn), amended(_stack.RNN, "RNNBase", name))
+
+    def test_dynamo_treats_amended_rnn_methods_as_rnn_py(self):
+        # See Note [Where the amended RNNBase methods say they come from].
+        from torch._dynamo import trace_rules
+        from torch.nn.modules import rnn
+
+        installed = trace_rules.check_file(rnn.__file__)
+        for name, fn in _stack.rnn_methods().items():
+            self.assertEqual(trace_rules.check_verbose(fn).skipped, installed.skipped, msg=name)
+
 
 @unittest.skipIf(shutil.which("git") is None, "git is needed to apply the series")
 class TestSeries(TestCase):

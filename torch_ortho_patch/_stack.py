@@ -250,6 +250,20 @@ def rnn_methods(stack: Sequence[Patch] | None = None) -> dict[str, Callable]:
     return _rnn_methods(stack)
 
 
+# Note [Where the amended RNNBase methods say they come from]
+# The file name compiled into the amended methods has to serve two readers.
+# torch.compile decides by file name whether to trace a frame, and it skips
+# names that begin with torch's directory. Under a name of their own, Dynamo
+# (2.15) traced the amended _update_flat_weights as a frame while the RNN's
+# forward runs eagerly, and broke the graph there; the methods they replace are
+# skipped. torch.jit.script reads the methods' source through inspect, which
+# takes an existing file from disk: under the installed rnn.py's own path it
+# got whatever that file has at the same line numbers (on 2.4, the start of
+# __getstate__), and refused the LSTM. So the name is the installed path with a
+# suffix: Dynamo's prefix rules treat it as rnn.py, no such file exists, and
+# inspect (like tracebacks) reads the amended text from linecache.
+
+
 @functools.cache
 def _rnn_methods(stack: tuple[Patch, ...]) -> dict[str, Callable]:
     from torch.nn.modules import rnn
@@ -261,12 +275,9 @@ def _rnn_methods(stack: tuple[Patch, ...]) -> dict[str, Callable]:
     old_cls = _class_methods(old, "RNNBase")
     new_cls = _class_methods(new, "RNNBase")
     lines = new.splitlines(keepends=True)
-    # Compiled under the installed file's own path: torch.compile skips torch's
-    # files, and so it treats the amended methods as it treats the ones they
-    # replace (under another name, Dynamo 2.15 tries to trace them and breaks
-    # the graph). Tracebacks then show the installed file's line at the same
-    # number, which may differ from the amended one.
-    filename = str(installed_root() / RNN)
+    # See Note [Where the amended RNNBase methods say they come from].
+    filename = f"{installed_root() / RNN}, amended by {len(stack)} patches"
+    _register_source(filename, new)
     ns = dict(vars(rnn))
     # The amended file's imports, for names that the amended methods use.
     resolve = _ResolveImports(rnn.__package__)
