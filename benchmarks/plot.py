@@ -77,6 +77,11 @@ def _log_axis(ax):
     ax.yaxis.set_minor_locator(NullLocator())
 
 
+def _targets(runs):
+    # goal name -> target, from the goals each run recorded
+    return {g["name"]: g["target"] for run in runs for g in run.get("goals", [])}
+
+
 def plot(runs, output):
     import matplotlib
 
@@ -143,11 +148,14 @@ def plot(runs, output):
             facecolor="white", edgecolor="black", hatch="//"
         )
     ax_maps.axhline(1.0, color="gray", lw=1, ls="--")
-    if ("matrix_exp", 256) in keys:
-        j = keys.index(("matrix_exp", 256))
-        seen["R1 target (matrix_exp, n=256)"] = ax_maps.hlines(
-            0.33, j - 0.45, j + 0.45, color="red", lw=1.5
-        )
+    # The targets are the ones the runs recorded with their goals.
+    targets = _targets(runs)
+    for j, (m, n) in enumerate(keys):
+        target = targets.get(f"R1-{n}") if m == "matrix_exp" else None
+        if target is not None:
+            seen["R1 targets (matrix_exp)"] = ax_maps.hlines(
+                target, j - 0.45, j + 0.45, color="red", lw=1.5
+            )
     ax_maps.legend(seen.values(), seen.keys(), fontsize=8, loc="lower center")
     _log_axis(ax_maps)
     ax_maps.set_xticks(range(len(keys)))
@@ -192,11 +200,13 @@ def plot(runs, output):
             rnn_legend.setdefault(_label(run), bars)
             _value(ax_rnn, x, ratio)
     ax_rnn.axhline(1.0, color="gray", lw=1, ls="--")
-    gru = [j for j, g in enumerate(groups) if g[0] == "GRU" and g[2] == "ours_installed"]
-    if gru:
-        j = gru[0]
-        line = ax_rnn.hlines(2.0, j - 0.45, j + 0.45, color="red", lw=1.5)
-        rnn_legend["R2 target (GRU)"] = line
+    for j, (kind, _, v) in enumerate(groups):
+        path = {"ours_installed": "installed", "ours_direct": "direct"}.get(v)
+        target = targets.get(f"R2-{kind}-{path}")
+        if target is not None:
+            rnn_legend["R2 targets"] = ax_rnn.hlines(
+                target, j - 0.45, j + 0.45, color="red", lw=1.5
+            )
     # Each panel has its own legend, so that either can be read alone.
     ax_rnn.legend(rnn_legend.values(), rnn_legend.keys(), fontsize=8, loc="upper left")
     _log_axis(ax_rnn)
