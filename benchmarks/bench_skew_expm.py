@@ -15,6 +15,9 @@ backward, of
   rejects,
 * the eigendecomposition that ``skew_matrix_exp`` starts from, alone: the part
   of its cost that no change to the rest can remove,
+* a real symmetric eigendecomposition of the same size, alone, as an estimate
+  of what a real Schur decomposition of the skew ``A`` would cost; see
+  ``_real_eigh_only``,
 
 all in one process so that the ratios are comparable on a noisy machine: the
 candidates are interleaved for ``--rounds`` rounds and each cell reports the
@@ -63,6 +66,21 @@ def _eigh_only(A):
     return A.view_as(A)
 
 
+def _real_eigh_only(A):
+    # Not a way to compute exp(A): a stand-in for a kernel that torch lacks. A
+    # real skew A has a real Schur form U diag(2 x 2 rotations) U^T, which
+    # would take every product of skew_matrix_exp from complex to real
+    # arithmetic. LAPACK-style, it is a Householder reduction of A to a real
+    # skew tridiagonal matrix and an SVD of a bidiagonal one of half the size,
+    # about the work of a real symmetric eigh of the same size, which is what
+    # this times (on A^T A, whose eigenvalues, paired, are those of the form).
+    # eigh(A^T A) itself cannot replace it: its eigenvectors split the
+    # invariant planes of A only where the pairs of eigenvalues are apart.
+    D = A.detach()
+    torch.linalg.eigh(D.mT @ D)
+    return A.view_as(A)
+
+
 def _fwd_bwd(f, A, G):
     return torch.autograd.grad(f(A), A, G)
 
@@ -98,6 +116,7 @@ def main():
         "skew_matrix_exp": skew_matrix_exp,
         "matrix_exp+eigh bwd": _ExpmThenEigh.apply,
         "eigh alone": _eigh_only,
+        "real eigh alone": _real_eigh_only,
     }
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {dtype}, "
