@@ -15,9 +15,8 @@ backward, of
   rejects,
 * the eigendecomposition that ``skew_matrix_exp`` starts from, alone: the part
   of its cost that no change to the rest can remove,
-* a real symmetric eigendecomposition of the same size, alone, as an estimate
-  of what a real Schur decomposition of the skew ``A`` would cost; see
-  ``_real_eigh_only``,
+* the complex Hermitian eigendecomposition of ``-iA``, alone, which the previous
+  revision of ``skew_matrix_exp`` started from,
 
 all in one process so that the ratios are comparable on a noisy machine: the
 candidates are interleaved for ``--rounds`` rounds and each cell reports the
@@ -54,8 +53,7 @@ class _ExpmThenEigh(torch.autograd.Function):
     @staticmethod
     def backward(ctx, G):
         (A,) = ctx.saved_tensors
-        lam, V = _factorize(A)
-        return _frechet(lam, V, G, adjoint=True)
+        return _frechet(*_factorize(A), G, adjoint=True)
 
 
 def _eigh_only(A):
@@ -66,18 +64,11 @@ def _eigh_only(A):
     return A.view_as(A)
 
 
-def _real_eigh_only(A):
-    # Not a way to compute exp(A): a stand-in for a kernel that torch lacks. A
-    # real skew A has a real Schur form U diag(2 x 2 rotations) U^T, which
-    # would take every product of skew_matrix_exp from complex to real
-    # arithmetic. LAPACK-style, it is a Householder reduction of A to a real
-    # skew tridiagonal matrix and an SVD of a bidiagonal one of half the size,
-    # about the work of a real symmetric eigh of the same size, which is what
-    # this times (on A^T A, whose eigenvalues, paired, are those of the form).
-    # eigh(A^T A) itself cannot replace it: its eigenvectors split the
-    # invariant planes of A only where the pairs of eigenvalues are apart.
-    D = A.detach()
-    torch.linalg.eigh(D.mT @ D)
+def _complex_eigh_only(A):
+    # The eigendecomposition of the Hermitian -iA, which gives the
+    # eigenvectors of A itself, complex even for a real A: what the previous
+    # revision of skew_matrix_exp started from.
+    torch.linalg.eigh(A.detach() * -1j)
     return A.view_as(A)
 
 
@@ -116,7 +107,7 @@ def main():
         "skew_matrix_exp": skew_matrix_exp,
         "matrix_exp+eigh bwd": _ExpmThenEigh.apply,
         "eigh alone": _eigh_only,
-        "real eigh alone": _real_eigh_only,
+        "complex eigh alone": _complex_eigh_only,
     }
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {dtype}, "

@@ -43,10 +43,12 @@ The default map of orthogonal() is torch.matrix_exp of a skew-symmetric
 matrix. Its backward exponentiates a 2n x 2n block matrix, so a training step
 of an orthogonal weight costs about ten times its forward.
 
-A skew-symmetric A is normal: A = V diag(i lam) V^H with V unitary, from one
-Hermitian eigh of -iA. Then exp(A) = V diag(exp(i lam)) V^H, and its Frechet
-derivative acts entrywise in that basis with divided differences that are a
-sinc, exact on repeated eigenvalues and bounded by one. Add
+Splitting the power series into even and odd terms, exp(A) = C(A^2) +
+A Sn(A^2) with C(t) = cos(sqrt(-t)) and Sn(t) = sinc(sqrt(-t)). For a
+skew-symmetric A, A^2 = -A^T A is symmetric, so one real symmetric eigh of
+A^T A gives C(A^2), Sn(A^2) and, by the Daleckii-Krein formula with divided
+differences evaluated without cancellation, their Frechet derivatives, for
+any eigenbasis: repeated and zero eigenvalues need no special case. Add
 torch/nn/utils/_skew_matrix_exp.py with skew_matrix_exp(A), which computes
 the value and the derivatives of every order (backward, double backward,
 forward AD, torch.func) from that one factorisation when a derivative may be
@@ -55,8 +57,9 @@ the eigh path on CPU only for now: on CUDA it calls torch.matrix_exp until
 the trade-off has been measured there (Note [Devices for the eigh path]).
 
 Under autograd the values agree with torch.matrix_exp to round-off, not
-bitwise. On one CPU thread, forward and backward of three 256 x 256 blocks
-take about a third of the time of torch.matrix_exp's.
+bitwise, with errors of order eps ||A||^2. On one CPU thread, forward and
+backward of three 256 x 256 blocks take about a fifth of the time of
+torch.matrix_exp's.
 """,
     edit=edit,
     new_files=(SKEW_EXP,),
