@@ -162,8 +162,8 @@ def _factorize(A: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     # Note [Skew matrix exponential via eigh]. eigh reads one triangle of S.
     # eigh raises on NaN or inf, where torch.matrix_exp returns NaN, which is
     # what code that watches for a diverged step expects. S has a non-finite
-    # entry exactly when A has one (its diagonal sums |A_ij|^2 over columns)
-    # or when A is so large that torch.matrix_exp overflows as well, and the
+    # entry exactly when A has one (S_jj sums |A_ij|^2 over the column j) or
+    # when A is so large that torch.matrix_exp overflows as well, and the
     # sum of S is non-finite exactly then, up to an overflow of that sum at
     # the same scale. Such matrices reach eigh as zeros, and their sigma is
     # NaN, which makes their exp(A) and all their derivatives NaN.
@@ -195,40 +195,31 @@ def _series(x2: Tensor, coefficients: list[float]) -> Tensor:
     return out
 
 
-def _psi(x: Tensor) -> Tensor:
-    # (sinc(x) - cos(x)) / x^2, even in x and 1/3 at 0. The quotient cancels
-    # below |x| = 1, where the Taylor series is used instead: its terms are
-    # (-1)^(k+1) 2k x^(2k-2) / (2k+1)! for k >= 1, and the first that is left
-    # out is below double precision eps relative to 1/3 for |x| < 1 with 9
-    # terms.
-    terms = 9
-    coefficients = []
-    factorial = 1.0
-    for k in range(1, terms + 1):
-        factorial *= (2 * k) * (2 * k + 1)
-        coefficients.append((-1) ** (k + 1) * 2 * k / factorial)
+# Taylor coefficients in x^2 of psi(x) = (sinc x - cos x) / x^2 and of
+# omega(x) = (1 - sinc x) / x^2: (-1)^(k+1) 2k / (2k+1)! and (-1)^(k+1) / (2k+1)!
+# for k >= 1. Below |x| = 1, where the quotients cancel, the first term left out
+# after 9 is below double precision eps relative to psi(0) = 1/3 and
+# omega(0) = 1/6.
+_PSI_SERIES = [
+    (-1) ** (k + 1) * 2 * k / math.factorial(2 * k + 1) for k in range(1, 10)
+]
+_OMEGA_SERIES = [(-1) ** (k + 1) / math.factorial(2 * k + 1) for k in range(1, 10)]
+
+
+def _even_function(x: Tensor, coefficients: list[float], direct) -> Tensor:
+    # The series in x^2 below |x| = 1, direct(x) above.
     x2 = x * x
     small = x2 < 1
     safe = torch.where(small, 1.0, x)
-    direct = (_sinc(safe) - torch.cos(safe)) / (safe * safe)
-    return torch.where(small, _series(x2, coefficients), direct)
+    return torch.where(small, _series(x2, coefficients), direct(safe))
+
+
+def _psi(x: Tensor) -> Tensor:
+    return _even_function(x, _PSI_SERIES, lambda y: (_sinc(y) - torch.cos(y)) / (y * y))
 
 
 def _omega(x: Tensor) -> Tensor:
-    # (1 - sinc(x)) / x^2, even in x and 1/6 at 0, by its Taylor series below
-    # |x| = 1, whose terms are (-1)^(k+1) x^(2k-2) / (2k+1)! for k >= 1; 9 of
-    # them, as for _psi.
-    terms = 9
-    coefficients = []
-    factorial = 1.0
-    for k in range(1, terms + 1):
-        factorial *= (2 * k) * (2 * k + 1)
-        coefficients.append((-1) ** (k + 1) / factorial)
-    x2 = x * x
-    small = x2 < 1
-    safe = torch.where(small, 1.0, x)
-    direct = (1 - _sinc(safe)) / (safe * safe)
-    return torch.where(small, _series(x2, coefficients), direct)
+    return _even_function(x, _OMEGA_SERIES, lambda y: (1 - _sinc(y)) / (y * y))
 
 
 def _divided_differences(sigma: Tensor) -> tuple[Tensor, Tensor]:
