@@ -81,9 +81,7 @@ def _special_skew(name, dtype, device):
     if name == "repeated_with_zero_block":
         return torch.block_diag(2 * J, Z, 2 * J)
     if name == "batched_mixed":
-        return torch.stack(
-            [torch.block_diag(J, Z), torch.zeros(4, 4, dtype=dtype, device=device)]
-        )
+        return torch.stack([torch.block_diag(J, Z), torch.zeros(4, 4, dtype=dtype, device=device)])
     raise AssertionError(f"unknown special matrix {name}")
 
 
@@ -119,9 +117,7 @@ class TestSkewMatrixExp(TestCase):
         self._check_against_matrix_exp(_random_skew(shape, dtype, device))
 
     @dtypes(*ALL_DTYPES)
-    @parametrize(
-        "name", ["zero", "repeated", "repeated_with_zero_block", "batched_mixed"]
-    )
+    @parametrize("name", ["zero", "repeated", "repeated_with_zero_block", "batched_mixed"])
     def test_repeated_eigenvalues_match_matrix_exp(self, device, dtype, name):
         self._check_against_matrix_exp(_special_skew(name, dtype, device))
 
@@ -131,9 +127,7 @@ class TestSkewMatrixExp(TestCase):
         # blockdiag(J, J) splits it into two of multiplicity 2.
         iId = 0.7j * torch.eye(4, dtype=dtype, device=device)
         self._check_against_matrix_exp(iId)
-        self._check_against_matrix_exp(
-            iId + 0.3 * _special_skew("repeated", dtype, device)
-        )
+        self._check_against_matrix_exp(iId + 0.3 * _special_skew("repeated", dtype, device))
 
     @dtypes(*DOUBLE_DTYPES)
     @parametrize("shape", SMALL_SHAPES, name_fn=lambda s: "x".join(map(str, s)))
@@ -156,31 +150,23 @@ class TestSkewMatrixExp(TestCase):
     def test_gradgradcheck(self, device, dtype, shape):
         X = torch.randn(shape, dtype=dtype, device=device, requires_grad=True)
         self.assertTrue(
-            gradgradcheck(
-                _skew_matrix_exp_of, (X,), check_fwd_over_rev=True, fast_mode=True
-            )
+            gradgradcheck(_skew_matrix_exp_of, (X,), check_fwd_over_rev=True, fast_mode=True)
         )
 
     @dtypes(torch.float64)
     def test_gradgradcheck_full(self, device, dtype):
         # The fast mode above checks random projections; check every entry once.
         X = torch.randn(3, 3, dtype=dtype, device=device, requires_grad=True)
-        self.assertTrue(
-            gradgradcheck(_skew_matrix_exp_of, (X,), check_batched_grad=True)
-        )
+        self.assertTrue(gradgradcheck(_skew_matrix_exp_of, (X,), check_batched_grad=True))
 
     @dtypes(*DOUBLE_DTYPES)
-    @parametrize(
-        "name", ["zero", "repeated", "repeated_with_zero_block", "batched_mixed"]
-    )
+    @parametrize("name", ["zero", "repeated", "repeated_with_zero_block", "batched_mixed"])
     def test_gradcheck_repeated_eigenvalues(self, device, dtype, name):
         # X = A / 2 gives X - X^H = A exactly
         X = (_special_skew(name, dtype, device) / 2).requires_grad_()
         self.assertTrue(gradcheck(_skew_matrix_exp_of, (X,), check_forward_ad=True))
         self.assertTrue(
-            gradgradcheck(
-                _skew_matrix_exp_of, (X,), check_fwd_over_rev=True, fast_mode=True
-            )
+            gradgradcheck(_skew_matrix_exp_of, (X,), check_fwd_over_rev=True, fast_mode=True)
         )
 
     @dtypes(torch.float64)
@@ -231,7 +217,6 @@ class TestSkewMatrixExp(TestCase):
         A = _random_skew((3, 2, 4, 4), dtype, device)
         expected = torch.matrix_exp(A)
         self.assertEqual(torch.func.vmap(skew_matrix_exp)(A), expected, atol=0, rtol=0)
-
         # vmap hides requires_grad, so reach the generated vmap rule of the
         # Function directly; see Note [Skew matrix exponential via eigh].
         def apply(A):
@@ -239,12 +224,8 @@ class TestSkewMatrixExp(TestCase):
 
         nested = torch.func.vmap(torch.func.vmap(apply), in_dims=1)
         with _counting_eigh() as eigh:
-            self.assertEqual(
-                torch.func.vmap(apply)(A), expected, atol=self._value_atol(A), rtol=0
-            )
-            self.assertEqual(
-                nested(A), expected.transpose(0, 1), atol=self._value_atol(A), rtol=0
-            )
+            self.assertEqual(torch.func.vmap(apply)(A), expected, atol=self._value_atol(A), rtol=0)
+            self.assertEqual(nested(A), expected.transpose(0, 1), atol=self._value_atol(A), rtol=0)
         self.assertEqual(eigh.call_count, 2)
 
     @dtypes(torch.float64)
@@ -279,9 +260,8 @@ class TestSkewMatrixExp(TestCase):
         # compile falls back to eager for them.
         T = torch.randn_like(X)
         if not _compile_accepts_dual_inputs():
-            with (
-                fwAD.dual_level(),
-                self.assertRaisesRegex(torch._dynamo.exc.Unsupported, "dual tensor"),
+            with fwAD.dual_level(), self.assertRaisesRegex(
+                torch._dynamo.exc.Unsupported, "dual tensor"
             ):
                 compiled(fwAD.make_dual(X.detach(), T))
             torch._dynamo.reset()
@@ -319,9 +299,7 @@ class TestSkewMatrixExp(TestCase):
         scale = torch.linalg.matrix_norm(S, ord=2).max().item()
         self.assertEqual(reconstructed, S, atol=self._value_atol(A) * scale, rtol=0)
         self.assertEqual(Q, Q_single)
-        self.assertEqual(
-            Q, torch.matrix_exp(A.detach()), atol=self._value_atol(A), rtol=0
-        )
+        self.assertEqual(Q, torch.matrix_exp(A.detach()), atol=self._value_atol(A), rtol=0)
 
     @dtypes(torch.float32, torch.complex64)
     def test_inference_is_matrix_exp(self, device, dtype):
@@ -371,9 +349,7 @@ class TestSkewMatrixExp(TestCase):
         (grad,) = torch.autograd.grad(Q, A, torch.ones_like(Q))
         self.assertTrue(Q[:2].isnan().all())
         self.assertTrue(grad[:2].isnan().all())
-        self.assertEqual(
-            Q[2], torch.matrix_exp(A[2].detach()), atol=self._value_atol(A), rtol=0
-        )
+        self.assertEqual(Q[2], torch.matrix_exp(A[2].detach()), atol=self._value_atol(A), rtol=0)
         self.assertTrue(grad[2].isfinite().all())
         with torch.no_grad():
             self.assertTrue(skew_matrix_exp(A)[:2].isnan().all())
@@ -407,55 +383,22 @@ class TestSkewExpHelpers(TestCase):
         # zeros and clusters, both sides of the series and branch boundaries
         # (sigma = 1 and 2, |t_j - t_k| = 1/2), a stationary point of sinc
         # (4.4934), large values, and random ones
-        fixed = [
-            0.0,
-            0.0,
-            1e-6,
-            1e-4,
-            1e-3,
-            0.1,
-            0.1 + 1e-7,
-            0.5,
-            0.99,
-            1.0,
-            1.01,
-            1.0 + 1e-5,
-            1.99,
-            2.0,
-            2.01,
-            2.1,
-            3.14159,
-            4.4934,
-            4.4935,
-            10.0,
-            10.001,
-            30.0,
-            100.0,
-            100.0001,
-        ]
+        fixed = [0.0, 0.0, 1e-6, 1e-4, 1e-3, 0.1, 0.1 + 1e-7, 0.5, 0.99, 1.0, 1.01,
+                 1.0 + 1e-5, 1.99, 2.0, 2.01, 2.1, 3.14159, 4.4934, 4.4935, 10.0,
+                 10.001, 30.0, 100.0, 100.0001]
         g = torch.Generator().manual_seed(0)
-        return torch.cat(
-            [
-                torch.tensor(fixed, dtype=torch.float64),
-                12 * torch.rand(64, generator=g, dtype=torch.float64),
-            ]
-        )
+        return torch.cat([torch.tensor(fixed, dtype=torch.float64),
+                          12 * torch.rand(64, generator=g, dtype=torch.float64)])
 
     def test_bessel_ratios(self):
         x = torch.tensor([0.0, 0.3, 1.5, 2.0, 2.5, 5.0, 50.0], dtype=torch.float64)
         u = P._bessel_ratios(x, 3)
-        self.assertEqual(
-            u[0], torch.tensor([1.0, 1 / 3, 1 / 15, 1 / 105], dtype=torch.float64)
-        )
+        self.assertEqual(u[0], torch.tensor([1.0, 1 / 3, 1 / 15, 1 / 105], dtype=torch.float64))
         # closed forms where they do not cancel
         x = x[3:]
         s, c = torch.sin(x), torch.cos(x)
-        j = [
-            s / x,
-            s / x**2 - c / x,
-            (3 / x**3 - 1 / x) * s - 3 * c / x**2,
-            (15 / x**4 - 6 / x**2) * s - (15 / x**3 - 1 / x) * c,
-        ]
+        j = [s / x, s / x**2 - c / x, (3 / x**3 - 1 / x) * s - 3 * c / x**2,
+             (15 / x**4 - 6 / x**2) * s - (15 / x**3 - 1 / x) * c]
         expected = torch.stack([j[k] / x**k for k in range(4)], dim=-1)
         self.assertEqual(u[3:], expected, atol=1e-15, rtol=1e-13)
 
@@ -466,18 +409,10 @@ class TestSkewExpHelpers(TestCase):
         a, b = sigma.unsqueeze(-1), sigma.unsqueeze(-2)
         apart = (b * b - a * a).abs() > 0.1
         sinc = P._sinc
-        self.assertEqual(
-            F_C[apart],
-            ((torch.cos(a) - torch.cos(b)) / (b * b - a * a))[apart],
-            atol=1e-14,
-            rtol=0,
-        )
-        self.assertEqual(
-            F_Sn[apart],
-            ((sinc(a) - sinc(b)) / (b * b - a * a))[apart],
-            atol=1e-14,
-            rtol=0,
-        )
+        self.assertEqual(F_C[apart], ((torch.cos(a) - torch.cos(b)) / (b * b - a * a))[apart],
+                         atol=1e-14, rtol=0)
+        self.assertEqual(F_Sn[apart], ((sinc(a) - sinc(b)) / (b * b - a * a))[apart],
+                         atol=1e-14, rtol=0)
         u = P._bessel_ratios(sigma, 1)
         self.assertEqual(F_C.diagonal(), u[:, 0] / 2, atol=1e-15, rtol=0)
         self.assertEqual(F_Sn.diagonal(), u[:, 1] / 2, atol=1e-15, rtol=0)
@@ -491,9 +426,7 @@ class TestSkewExpHelpers(TestCase):
         found = P._divided_differences_single(sigma.float())
         for F, F_ref in zip(found, expected):
             self.assertEqual(F.dtype, torch.float32)
-            self.assertEqual(
-                F.double(), F_ref, atol=4 * torch.finfo(torch.float32).eps, rtol=0
-            )
+            self.assertEqual(F.double(), F_ref, atol=4 * torch.finfo(torch.float32).eps, rtol=0)
 
     def test_accuracy_scales_with_squared_norm(self):
         # eigh of A^H A is accurate to eps ||A||^2 (see the Note); at large ||A||
@@ -509,12 +442,8 @@ class TestSkewExpHelpers(TestCase):
             eps = torch.finfo(torch.float32).eps
             bound = 10 * eps * max(norm**2, n)
             Id = torch.eye(n, dtype=torch.float64)
-            self.assertLessEqual(
-                (Q.mT @ Q - Id).abs().max().item(), bound, msg=f"norm {norm}"
-            )
-            self.assertEqual(
-                Q, torch.matrix_exp(norm * B), atol=bound, rtol=0, msg=f"norm {norm}"
-            )
+            self.assertLessEqual((Q.mT @ Q - Id).abs().max().item(), bound, msg=f"norm {norm}")
+            self.assertEqual(Q, torch.matrix_exp(norm * B), atol=bound, rtol=0, msg=f"norm {norm}")
 
 
 instantiate_device_type_tests(TestSkewMatrixExp, globals(), only_for=("cpu", "cuda"))
