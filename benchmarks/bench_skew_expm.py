@@ -53,7 +53,7 @@ class _ExpmThenEigh(torch.autograd.Function):
     @staticmethod
     def backward(ctx, G):
         (A,) = ctx.saved_tensors
-        return _frechet(*_factorize(A), G, adjoint=True)
+        return _frechet(G, _factorize(A), adjoint=True)
 
 
 def _eigh_only(A):

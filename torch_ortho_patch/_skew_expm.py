@@ -3,7 +3,8 @@ r"""The matrix exponential of skew-symmetric and skew-Hermitian matrices.
 
 :func:`skew_matrix_exp` computes ``torch.matrix_exp(A)`` for a skew ``A`` and, when
 a derivative may be taken, takes the value and its derivatives of every order
-from one eigendecomposition of the Hermitian ``A^H A``. See
+from one eigendecomposition: of the real symmetric ``A^T A`` for a real ``A``,
+of the Hermitian ``-iA`` for a complex one. See
 Note [Skew matrix exponential via eigh].
 """
 
@@ -34,6 +35,16 @@ __all__ = ["skew_matrix_exp"]
 # complex. This holds for any orthonormal eigenbasis U, so eigenvalues that
 # coincide or vanish, as every skew matrix of odd size has and every A at the
 # trivialization origin does, need no pairing or special case.
+#
+# For a complex A the split gains nothing: A^H A is then complex Hermitian, and
+# its eigh costs as much as one of the Hermitian -iA, which gives the
+# eigenvectors of A itself, A = V diag(i lam) V^H. So a complex A takes that
+# route: exp(A) = V diag(exp(i lam)) V^H, and the derivative of a function of
+# a normal matrix acts entrywise in its eigenbasis,
+# L(A, E) = V ((V^H E V) o F) V^H with F_jk = h_j h_k sinc((lam_j - lam_k) / 2)
+# and h = exp(i lam / 2), conjugated for the adjoint (_frechet_eig): one
+# complex product forward and four backward, no cancellation, and F_jj =
+# exp(i lam_j) on repeated eigenvalues. The rest of this Note is about the split.
 #
 # The derivatives follow from the same split. For a Hermitian T = U diag(t) U^H
 # and a real function f, the Frechet derivative of f at T in any direction D is
@@ -104,12 +115,12 @@ _EIGH_DEVICES = frozenset({"cpu"})
 
 # Note [Higher order derivatives of the skew matrix exponential]
 # ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
-# sigma, U and A U are not differentiable with respect to A (they are marked
+# The factors are not differentiable with respect to A (they are marked
 # non-differentiable outputs), and differentiating eigh would be wrong anyway
 # on repeated eigenvalues, where its derivative is singular. So the tangent
 # L(A, dA) and the cotangent L(A^H, G) are not computed by plain operations on
 # the factors, whose graph would silently miss the dependence on A, but by a
-# second Function, _SkewExpFrechet(A, sigma, U, AU, E), which states its own
+# second Function, _SkewExpFrechet(A, E, adjoint, *factors), which states its own
 # derivatives:
 #
 #   * in E it is linear, and its adjoint is L(A, .) <-> L(A^H, .), computed by
@@ -157,7 +168,16 @@ def _no_autocast(fn):
 
 
 @_no_autocast
-def _factorize(A: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _factorize(A: Tensor) -> tuple[Tensor, ...]:
+    # The factors of A that the rest takes: (sigma, U, A U) of the even/odd
+    # split for a real A, (lam, V) of an eigendecomposition of A for a complex
+    # one. See Note [Skew matrix exponential via eigh].
+    if A.dtype.is_complex:
+        return _factorize_eig(A)
+    return _factorize_split(A)
+
+
+def _factorize_split(A: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     # S = A^H A = U diag(sigma^2) U^H; returns sigma, U and A U. See
     # Note [Skew matrix exponential via eigh]. eigh reads one triangle of S.
     # eigh raises on NaN or inf, where torch.matrix_exp returns NaN, which is
@@ -176,6 +196,15 @@ def _factorize(A: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     # eigh may return -eps * ||S|| for a zero eigenvalue
     sigma = torch.where(finite.unsqueeze(-1), mu.clamp(min=0).sqrt(), torch.nan)
     return sigma, U, A @ U
+
+
+def _factorize_eig(A: Tensor) -> tuple[Tensor, Tensor]:
+    # A = V diag(i lam) V^H from the Hermitian -iA, whose eigh reads one
+    # triangle. Non-finite matrices as in _factorize_split.
+    finite = torch.isfinite(A.sum((-2, -1)))
+    H = torch.where(finite.unsqueeze(-1).unsqueeze(-1), A, 0.0) * -1j
+    lam, V = torch.linalg.eigh(H)
+    return torch.where(finite.unsqueeze(-1), lam, torch.nan), V
 
 
 def _has_tangent(T: Tensor) -> bool:
@@ -322,15 +351,41 @@ def _divided_differences_single(sigma: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @_no_autocast
-def _exp_from_factors(sigma: Tensor, U: Tensor, AU: Tensor) -> Tensor:
+def _exp_from_factors(*factors: Tensor) -> Tensor:
+    if len(factors) == 2:
+        # V diag(exp(i lam)) V^H
+        lam, V = factors
+        return (V * torch.complex(torch.cos(lam), torch.sin(lam)).unsqueeze(-2)) @ V.mH
     # (U diag(cos sigma) + A U diag(sinc sigma)) U^H
+    sigma, U, AU = factors
     c = torch.cos(sigma).unsqueeze(-2)
     sn = _sinc(sigma).unsqueeze(-2)
     return (U * c + AU * sn) @ U.mH
 
 
 @_no_autocast
-def _frechet(sigma: Tensor, U: Tensor, AU: Tensor, E: Tensor, adjoint: bool) -> Tensor:
+def _frechet(E: Tensor, factors: tuple[Tensor, ...], adjoint: bool) -> Tensor:
+    # L(A, E), or L(A^H, E) if adjoint, given the factors of _factorize.
+    if len(factors) == 2:
+        return _frechet_eig(*factors, E, adjoint)
+    return _frechet_split(*factors, E, adjoint)
+
+
+def _frechet_eig(lam: Tensor, V: Tensor, E: Tensor, adjoint: bool) -> Tensor:
+    # V ((V^H E V) o F) V^H with F_jk = h_j h_k sinc((lam_j - lam_k) / 2) and
+    # h = exp(i lam / 2), conjugated if adjoint; see the Note. sin(d) / d is
+    # accurate down to d = 0, where it is 0 / 0 and set to 1; a NaN in lam
+    # reaches F through h all the same.
+    half = lam / 2
+    h = torch.complex(torch.cos(half), -torch.sin(half) if adjoint else torch.sin(half))
+    d = half.unsqueeze(-1) - half.unsqueeze(-2)
+    F = torch.sin(d).div_(d).nan_to_num_(nan=1.0) * (h.unsqueeze(-1) * h.unsqueeze(-2))
+    return V @ ((V.mH @ (E @ V)) * F) @ V.mH
+
+
+def _frechet_split(
+    sigma: Tensor, U: Tensor, AU: Tensor, E: Tensor, adjoint: bool
+) -> Tensor:
     # L(A, E), or L(A^H, E) if adjoint, from the formulas of
     # Note [Skew matrix exponential via eigh], in seven matrix products each.
     # U^H A = -(A U)^H and A^H = -A, as A is skew.
@@ -385,44 +440,43 @@ def _expm_frechet2(Y: Tensor, P: Tensor, R: Tensor) -> Tensor:
 
 
 class _SkewExpFrechet(torch.autograd.Function):
-    # L(A, E), or L(A^H, E) if adjoint, given the factors (sigma, U, A U) of A.
+    # L(A, E), or L(A^H, E) if adjoint, given the factors of A (_factorize).
     # See Note [Higher order derivatives of the skew matrix exponential].
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(
-        A: Tensor, sigma: Tensor, U: Tensor, AU: Tensor, E: Tensor, adjoint: bool
-    ) -> Tensor:
-        return _frechet(sigma, U, AU, E, adjoint)
+    def forward(A: Tensor, E: Tensor, adjoint: bool, *factors: Tensor) -> Tensor:
+        return _frechet(E, factors, adjoint)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        A, sigma, U, AU, E, adjoint = inputs
+        A, E, adjoint, *factors = inputs
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(A, sigma, U, AU, E)
-        ctx.save_for_forward(A, sigma, U, AU, E)
+        ctx.save_for_backward(A, E, *factors)
+        ctx.save_for_forward(A, E, *factors)
         ctx.adjoint = adjoint
 
     @staticmethod
     def backward(ctx, W):
+        A, E, *factors = ctx.saved_tensors
+        none = (None,) * (1 + len(factors))
         if W is None:
-            return None, None, None, None, None, None
-        A, sigma, U, AU, E = ctx.saved_tensors
+            return (None, None) + none
         gA = gE = None
-        if ctx.needs_input_grad[4]:
-            gE = _SkewExpFrechet.apply(A, sigma, U, AU, W, not ctx.adjoint)
+        if ctx.needs_input_grad[1]:
+            gE = _SkewExpFrechet.apply(A, W, not ctx.adjoint, *factors)
         if ctx.needs_input_grad[0]:
             # y = L(X, E) with X = A^H or A; the cotangent of X is L2(X^H; W, E^H)
             gX = _expm_frechet2(A if ctx.adjoint else A.mH, W, E.mH)
             gA = gX.mH if ctx.adjoint else gX
-        return gA, None, None, None, gE, None
+        return (gA, gE) + none
 
     @staticmethod
-    def jvp(ctx, dA, dsigma, dU, dAU, dE, dadjoint):
-        A, sigma, U, AU, E = ctx.saved_tensors
+    def jvp(ctx, dA, dE, dadjoint, *dfactors):
+        A, E, *factors = ctx.saved_tensors
         out = None
         if dE is not None:
-            out = _SkewExpFrechet.apply(A, sigma, U, AU, dE, ctx.adjoint)
+            out = _SkewExpFrechet.apply(A, dE, ctx.adjoint, *factors)
         if dA is not None:
             X, dX = (A.mH, dA.mH) if ctx.adjoint else (A, dA)
             dy = _expm_frechet2(X, dX, E)
@@ -431,42 +485,42 @@ class _SkewExpFrechet(torch.autograd.Function):
 
 
 class _SkewMatrixExp(torch.autograd.Function):
-    # Returns (exp(A), sigma, U, A U); the factors are non-differentiable
+    # Returns exp(A) and the factors of _factorize, which are non-differentiable
     # outputs that exist so that setup_context can save them, which is how
     # torch.func wants intermediates saved when generate_vmap_rule is set.
     # See Note [Forward AD under torch.compile] for why jvp lives in a subclass.
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(A: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        sigma, U, AU = _factorize(A)
-        return _exp_from_factors(sigma, U, AU), sigma, U, AU
+    def forward(A: Tensor) -> tuple[Tensor, ...]:
+        factors = _factorize(A)
+        return (_exp_from_factors(*factors), *factors)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         (A,) = inputs
-        _, sigma, U, AU = output
-        ctx.mark_non_differentiable(sigma, U, AU)
+        factors = output[1:]
+        ctx.mark_non_differentiable(*factors)
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(A, sigma, U, AU)
-        ctx.save_for_forward(A, sigma, U, AU)
+        ctx.save_for_backward(A, *factors)
+        ctx.save_for_forward(A, *factors)
 
     @staticmethod
-    def backward(ctx, gQ, gsigma, gU, gAU):
+    def backward(ctx, gQ, *gfactors):
         if gQ is None:
             return None
-        A, sigma, U, AU = ctx.saved_tensors
+        A, *factors = ctx.saved_tensors
         if torch.compiler.is_compiling():
             # Compiled graphs support first derivatives only, so there is
             # nothing for _SkewExpFrechet to add, and Dynamo could not trace its jvp.
-            return _frechet(sigma, U, AU, gQ, adjoint=True)
+            return _frechet(gQ, tuple(factors), adjoint=True)
         if not torch.is_grad_enabled() and not _has_tangent(gQ) and not _has_tangent(A):
             # A first derivative only (no create_graph, no forward AD over it):
             # nothing will differentiate the result, so skip the Function that
             # would state its derivatives. It costs more than the products at
             # small n.
-            return _frechet(sigma, U, AU, gQ, adjoint=True)
-        return _SkewExpFrechet.apply(A, sigma, U, AU, gQ, True)
+            return _frechet(gQ, tuple(factors), adjoint=True)
+        return _SkewExpFrechet.apply(A, gQ, True, *factors)
 
 
 # Note [Forward AD under torch.compile]
@@ -481,18 +535,19 @@ class _SkewMatrixExp(torch.autograd.Function):
 class _SkewMatrixExpWithJvp(_SkewMatrixExp):
     @staticmethod
     def jvp(ctx, dA):
-        A, sigma, U, AU = ctx.saved_tensors
-        return _SkewExpFrechet.apply(A, sigma, U, AU, dA, False), None, None, None
+        A, *factors = ctx.saved_tensors
+        return (_SkewExpFrechet.apply(A, dA, False, *factors),) + (None,) * len(factors)
 
 
 def skew_matrix_exp(A: Tensor) -> Tensor:
     r"""Return ``torch.matrix_exp(A)`` for a skew-symmetric or skew-Hermitian ``A``.
 
     On the devices of Note [Devices for the eigh path], ``exp(A)`` and its
-    derivatives of every order come from one eigendecomposition of the
-    Hermitian :math:`A^H A` when a derivative may be taken, and from
-    :func:`torch.matrix_exp` otherwise. ``A`` must be skew: the eigh path
-    relies on :math:`A^2 = -A^H A`. See Note [Skew matrix exponential via eigh].
+    derivatives of every order come from one eigendecomposition (of
+    :math:`A^T A` for a real ``A``, of :math:`-iA` for a complex one) when a
+    derivative may be taken, and from :func:`torch.matrix_exp` otherwise. ``A``
+    must be skew: the eigh path relies on :math:`A^2 = -A^H A` and reads one
+    triangle. See Note [Skew matrix exponential via eigh].
     """
     _check_skew_input(A)
     if A.device.type not in _EIGH_DEVICES:

@@ -48,7 +48,9 @@ A Sn(A^2) with C(t) = cos(sqrt(-t)) and Sn(t) = sinc(sqrt(-t)). For a
 skew-symmetric A, A^2 = -A^T A is symmetric, so one real symmetric eigh of
 A^T A gives C(A^2), Sn(A^2) and, by the Daleckii-Krein formula with divided
 differences evaluated without cancellation, their Frechet derivatives, for
-any eigenbasis: repeated and zero eigenvalues need no special case. Add
+any eigenbasis: repeated and zero eigenvalues need no special case. A
+complex A, whose A^H A is complex as well, takes its own eigenvectors from
+the Hermitian -iA instead, at the same cost. Add
 torch/nn/utils/_skew_matrix_exp.py with skew_matrix_exp(A), which computes
 the value and the derivatives of every order (backward, double backward,
 forward AD, torch.func) from that one factorisation when a derivative may be
