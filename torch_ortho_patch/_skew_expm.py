@@ -61,7 +61,7 @@ __all__ = ["skew_matrix_exp"]
 # Both are linear in E (in G) for any E, skew or not, so the gradient is the
 # unprojected gradient of torch.matrix_exp at A; the projection onto skew
 # matrices happens through autograd in the caller, which builds A = X - X^H
-# differentiably. Each costs seven matrix products; see _frechet.
+# differentiably. Each costs seven matrix products; see _frechet_split.
 #
 # The divided differences are evaluated without cancellation. With
 # a = sigma_j, b = sigma_k, s = (a + b) / 2 and d = (a - b) / 2,
