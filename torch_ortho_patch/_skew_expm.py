@@ -187,23 +187,25 @@ def _factorize_split(A: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     # sum of S is non-finite exactly then, up to an overflow of that sum at
     # the same scale. Such matrices reach eigh as zeros, and their sigma is
     # NaN, which makes their exp(A) and all their derivatives NaN.
-    S = A.mH @ A
-    finite = torch.isfinite(S.sum((-2, -1)))
-    S = torch.where(
-        finite.unsqueeze(-1).unsqueeze(-1), S, torch.zeros((), dtype=S.dtype)
-    )
+    finite, S = _finite_or_zero(A.mH @ A)
     mu, U = torch.linalg.eigh(S)
     # eigh may return -eps * ||S|| for a zero eigenvalue
     sigma = torch.where(finite.unsqueeze(-1), mu.clamp(min=0).sqrt(), torch.nan)
     return sigma, U, A @ U
 
 
+def _finite_or_zero(M: Tensor) -> tuple[Tensor, Tensor]:
+    # Which matrices of the batch are finite (their sum is), and M with the
+    # others set to zero, for eigh; see _factorize_split.
+    finite = torch.isfinite(M.sum((-2, -1)))
+    return finite, torch.where(finite.unsqueeze(-1).unsqueeze(-1), M, 0.0)
+
+
 def _factorize_eig(A: Tensor) -> tuple[Tensor, Tensor]:
     # A = V diag(i lam) V^H from the Hermitian -iA, whose eigh reads one
     # triangle. Non-finite matrices as in _factorize_split.
-    finite = torch.isfinite(A.sum((-2, -1)))
-    H = torch.where(finite.unsqueeze(-1).unsqueeze(-1), A, 0.0) * -1j
-    lam, V = torch.linalg.eigh(H)
+    finite, A = _finite_or_zero(A)
+    lam, V = torch.linalg.eigh(A * -1j)
     return torch.where(finite.unsqueeze(-1), lam, torch.nan), V
 
 
@@ -224,31 +226,62 @@ def _series(x2: Tensor, coefficients: list[float]) -> Tensor:
     return out
 
 
-# Taylor coefficients in x^2 of psi(x) = (sinc x - cos x) / x^2 and of
-# omega(x) = (1 - sinc x) / x^2: (-1)^(k+1) 2k / (2k+1)! and (-1)^(k+1) / (2k+1)!
-# for k >= 1. Below |x| = 1, where the quotients cancel, the first term left out
-# after 9 is below double precision eps relative to psi(0) = 1/3 and
-# omega(0) = 1/6.
-_PSI_SERIES = [
-    (-1) ** (k + 1) * 2 * k / math.factorial(2 * k + 1) for k in range(1, 10)
+# _BESSEL_SERIES[k][m] = (-1/2)^m / (m! (2m + 2k + 1)!!), the Taylor coefficients
+# in x^2 of j_k(x) / x^k, for k <= 3 and m < 16.
+_BESSEL_SERIES = [
+    [
+        (-0.5) ** m / (math.factorial(m) * math.prod(range(1, 2 * m + 2 * k + 2, 2)))
+        for m in range(16)
+    ]
+    for k in range(4)
 ]
+
+
+def _bessel_ratios(sigma: Tensor, kmax: int) -> Tensor:
+    # u_k(x) = j_k(x) / x^k for x >= 0 and k = 0, ..., kmax along a new last
+    # dimension, with j_k the spherical Bessel functions, in double precision:
+    # u_0 = sinc, and u_k(0) = 1 / (2k + 1)!!. Up to x = 2 we sum the Taylor series
+    # u_k(x) = sum_m (-x^2 / 2)^m / (m! (2m + 2k + 1)!!), whose 16 terms leave
+    # out less than 1e-22 and whose largest term is 1; above, the upward
+    # recurrence j_{k+1} = (2k + 1) / x j_k - j_{k-1}, which for k <= 3
+    # amplifies rounding by at most 15 / 8 there.
+    x = sigma.double()
+    small = x <= 2
+    xs = torch.where(small, x, 0.0)
+    xl = torch.where(small, 2.0, x)
+    coefficients = torch.tensor(
+        _BESSEL_SERIES[: kmax + 1], dtype=torch.float64, device=x.device
+    ).mT
+    m = torch.arange(coefficients.size(-2), dtype=torch.float64, device=x.device)
+    series = (xs * xs).unsqueeze(-1).pow(m) @ coefficients
+    j_prev, j = torch.cos(xl) / xl, torch.sin(xl) / xl
+    recurrence = [j]
+    for order in range(1, kmax + 1):
+        j_prev, j = j, (2 * order - 1) / xl * j - j_prev
+        recurrence.append(j / xl**order)
+    return torch.where(small.unsqueeze(-1), series, torch.stack(recurrence, dim=-1))
+
+
+# Taylor coefficients in x^2 of omega(x) = (1 - sinc x) / x^2,
+# (-1)^(k+1) / (2k+1)! for k >= 1. Below |x| = 1, where the quotient cancels,
+# the first term left out after 9 is below double precision eps relative to
+# omega(0) = 1/6.
 _OMEGA_SERIES = [(-1) ** (k + 1) / math.factorial(2 * k + 1) for k in range(1, 10)]
 
 
-def _even_function(x: Tensor, coefficients: list[float], direct) -> Tensor:
-    # The series in x^2 below |x| = 1, direct(x) above.
+def _omega(x: Tensor) -> Tensor:
+    # The series below |x| = 1, the quotient above.
     x2 = x * x
     small = x2 < 1
     safe = torch.where(small, 1.0, x)
-    return torch.where(small, _series(x2, coefficients), direct(safe))
+    return torch.where(
+        small, _series(x2, _OMEGA_SERIES), (1 - _sinc(safe)) / (safe * safe)
+    )
 
 
 def _psi(x: Tensor) -> Tensor:
-    return _even_function(x, _PSI_SERIES, lambda y: (_sinc(y) - torch.cos(y)) / (y * y))
-
-
-def _omega(x: Tensor) -> Tensor:
-    return _even_function(x, _OMEGA_SERIES, lambda y: (1 - _sinc(y)) / (y * y))
+    # (sinc(x) - cos(x)) / x^2 = j_1(x) / x, even in x and 1/3 at 0
+    return _bessel_ratios(x.abs(), 1)[..., 1].to(x.dtype)
 
 
 def _divided_differences(sigma: Tensor) -> tuple[Tensor, Tensor]:
@@ -282,42 +315,6 @@ def _divided_differences(sigma: Tensor) -> tuple[Tensor, Tensor]:
     den = torch.where(near, 1.0, b * b - a * a)
     F_far = (wb - wa) / den
     return F_C, torch.where(near, F_near, F_far)
-
-
-# _BESSEL_SERIES[k][m] = (-1/2)^m / (m! (2m + 2k + 1)!!), the Taylor coefficients
-# in x^2 of j_k(x) / x^k, for k <= 3 and m < 16.
-_BESSEL_SERIES = [
-    [
-        (-0.5) ** m / (math.factorial(m) * math.prod(range(1, 2 * m + 2 * k + 2, 2)))
-        for m in range(16)
-    ]
-    for k in range(4)
-]
-
-
-def _bessel_ratios(sigma: Tensor, kmax: int) -> Tensor:
-    # u_k(x) = j_k(x) / x^k for k = 0, ..., kmax along a new last dimension,
-    # with j_k the spherical Bessel functions, in double precision: u_0 = sinc,
-    # and u_k(0) = 1 / (2k + 1)!!. Up to x = 2 we sum the Taylor series
-    # u_k(x) = sum_m (-x^2 / 2)^m / (m! (2m + 2k + 1)!!), whose 16 terms leave
-    # out less than 1e-22 and whose largest term is 1; above, the upward
-    # recurrence j_{k+1} = (2k + 1) / x j_k - j_{k-1}, which for k <= 3
-    # amplifies rounding by at most 15 / 8 there.
-    x = sigma.double()
-    small = x <= 2
-    xs = torch.where(small, x, 0.0)
-    xl = torch.where(small, 2.0, x)
-    coefficients = torch.tensor(
-        _BESSEL_SERIES[: kmax + 1], dtype=torch.float64, device=x.device
-    ).mT
-    m = torch.arange(coefficients.size(-2), dtype=torch.float64, device=x.device)
-    series = (xs * xs).unsqueeze(-1).pow(m) @ coefficients
-    j_prev, j = torch.cos(xl) / xl, torch.sin(xl) / xl
-    recurrence = [j]
-    for order in range(1, kmax + 1):
-        j_prev, j = j, (2 * order - 1) / xl * j - j_prev
-        recurrence.append(j / xl**order)
-    return torch.where(small.unsqueeze(-1), series, torch.stack(recurrence, dim=-1))
 
 
 def _divided_differences_single(sigma: Tensor) -> tuple[Tensor, Tensor]:
@@ -373,13 +370,12 @@ def _frechet(E: Tensor, factors: tuple[Tensor, ...], adjoint: bool) -> Tensor:
 
 def _frechet_eig(lam: Tensor, V: Tensor, E: Tensor, adjoint: bool) -> Tensor:
     # V ((V^H E V) o F) V^H with F_jk = h_j h_k sinc((lam_j - lam_k) / 2) and
-    # h = exp(i lam / 2), conjugated if adjoint; see the Note. sin(d) / d is
-    # accurate down to d = 0, where it is 0 / 0 and set to 1; a NaN in lam
-    # reaches F through h all the same.
+    # h = exp(i lam / 2), conjugated if adjoint; see the Note.
     half = lam / 2
     h = torch.complex(torch.cos(half), -torch.sin(half) if adjoint else torch.sin(half))
-    d = half.unsqueeze(-1) - half.unsqueeze(-2)
-    F = torch.sin(d).div_(d).nan_to_num_(nan=1.0) * (h.unsqueeze(-1) * h.unsqueeze(-2))
+    F = _sinc(half.unsqueeze(-1) - half.unsqueeze(-2)) * (
+        h.unsqueeze(-1) * h.unsqueeze(-2)
+    )
     return V @ ((V.mH @ (E @ V)) * F) @ V.mH
 
 
@@ -389,11 +385,6 @@ def _frechet_split(
     # L(A, E), or L(A^H, E) if adjoint, from the formulas of
     # Note [Skew matrix exponential via eigh], in seven matrix products each.
     # U^H A = -(A U)^H and A^H = -A, as A is skew.
-    n = U.size(-1)
-    if n == 0:
-        # Slicing an empty dimension below would return an alias, which vmap
-        # has no batching rule for.
-        return torch.zeros_like(E)
     if sigma.dtype == torch.float32:
         F_C, F_Sn = _divided_differences_single(sigma)
     else:
@@ -404,16 +395,12 @@ def _frechet_split(
         # A^H K + K A^H + E Sn with K = U M U^H and
         # M = (U^H E U) o F_C + ((A U)^H E U) o F_Sn:
         #   A^H K = -(A U) M U^H,   K A^H = (U M) (A U)^H.
-        R = torch.cat([U, AU], dim=-1).mH @ EU
-        M = R[..., :n, :] * F_C + R[..., n:, :] * F_Sn
-        Y = torch.cat([AU, U], dim=-2) @ M
-        left = torch.cat([EU * sn - Y[..., :n, :], Y[..., n:, :]], dim=-1)
-        return left @ torch.cat([U, AU], dim=-1).mH
+        M = (U.mH @ EU) * F_C + (AU.mH @ EU) * F_Sn
+        return (EU * sn - AU @ M) @ U.mH + (U @ M) @ AU.mH
     # D = A E + E A, and U^H D U = -(A U)^H (E U) + (U^H E) (A U); then
     # L_C(T, D) + A L_Sn(T, D) + E Sn = (U M_C + (A U) M_Sn + (E U) diag(sinc)) U^H.
     D = (E.mH @ U).mH @ AU - AU.mH @ EU
-    M = torch.cat([D * F_C, D * F_Sn], dim=-2)
-    return (torch.cat([U, AU], dim=-1) @ M + EU * sn) @ U.mH
+    return (U @ (D * F_C) + AU @ (D * F_Sn) + EU * sn) @ U.mH
 
 
 @_no_autocast
