@@ -15,8 +15,8 @@ backward, of
   rejects,
 * the eigendecomposition that ``skew_matrix_exp`` starts from, alone: the part
   of its cost that no change to the rest can remove,
-* the complex Hermitian eigendecomposition of ``-iA``, alone, which the previous
-  revision of ``skew_matrix_exp`` started from,
+* the complex Hermitian eigendecomposition of ``-iA``, alone, which
+  ``skew_matrix_exp`` takes for a complex ``A`` and took for a real one before,
 
 all in one process so that the ratios are comparable on a noisy machine: the
 candidates are interleaved for ``--rounds`` rounds and each cell reports the
@@ -66,8 +66,8 @@ def _eigh_only(A):
 
 def _complex_eigh_only(A):
     # The eigendecomposition of the Hermitian -iA, which gives the
-    # eigenvectors of A itself, complex even for a real A: what the previous
-    # revision of skew_matrix_exp started from.
+    # eigenvectors of A itself, complex even for a real A: what
+    # skew_matrix_exp starts from for a complex A, and did for a real one.
     torch.linalg.eigh(A.detach() * -1j)
     return A.view_as(A)
 
