@@ -49,7 +49,7 @@ def edit(path, text):
         text,
         "_Orthogonal._map",
         lambda n: isinstance(n, ast.Name) and _is_last_return(text, n),
-        "Q.to(dtype)",
+        "Q if Q.dtype == dtype else Q.to(dtype)",
         "the returned value",
     )
 
