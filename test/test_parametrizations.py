@@ -3,6 +3,7 @@
 ``test_orthogonal_parametrization`` in ``test/nn/test_parametrization.py``."""
 
 import copy
+import io
 import pickle
 import warnings
 
@@ -236,8 +237,8 @@ class TestOrthogonalBlocks(TestCase):
 
 
 class TestOrthogonalUpstreamCompat(TestCase):
-    """With ``blocks=None`` (or ``blocks=1``), values equal upstream's: bit for bit,
-    except matrix_exp under autograd, which agrees to round-off."""
+    """With ``blocks=None`` (or ``blocks=1``), values equal upstream's bit for bit,
+    and so do gradients, except matrix_exp's, which agree to round-off."""
 
     @parametrize_test("orthogonal_map", [None, *MAPS])
     @parametrize_test("use_trivialization", [True, False])
@@ -256,20 +257,19 @@ class TestOrthogonalUpstreamCompat(TestCase):
 
         ours = make(P.orthogonal, blocks=blocks)
         theirs = make(upstream.orthogonal)
-        # Without autograd, every map gives upstream's values bit for bit.
+        # With or without autograd, every map gives upstream's values bit for bit.
         with torch.no_grad():
             self.assertEqual(ours.weight, theirs.weight, atol=0, rtol=0)
-        # Under autograd, matrix_exp takes exp(A) from the eigendecomposition
-        # that its backward reuses, which agrees with torch.matrix_exp to
-        # round-off (see Note [Skew matrix exponential via eigh]); the other
-        # maps are still bitwise.
+        self.assertEqual(ours.weight, theirs.weight, atol=0, rtol=0)
+        # matrix_exp's backward comes from an eigendecomposition, which agrees
+        # with torch.matrix_exp's to round-off (see Note [Backward of the skew
+        # matrix exponential]); the other maps' gradients are bitwise.
         square = shape[-1] == shape[-2]
         if (orthogonal_map or ("matrix_exp" if square else "householder")) == "matrix_exp":
             tol = dict(atol=10 * shape[-1] * torch.finfo(torch.float32).eps, rtol=0)
         else:
             tol = dict(atol=0, rtol=0)
-        self.assertEqual(ours.weight, theirs.weight, **tol)
-        # Same state, same step, same values.
+        # Same state, same step, same gradients.
         for m in (ours, theirs):
             m.weight.sum().backward()
         self.assertEqual(
@@ -319,6 +319,68 @@ class TestOrthogonalUpstreamCompat(TestCase):
         self.assertExpectedInline(
             repr(m.parametrizations.weight[0]), """_Orthogonal()"""
         )
+
+
+class TestSameWeightInEveryMode(TestCase):
+    """The parametrized weight is the same tensor in every mode, for every map.
+
+    See Note [Backward of the skew matrix exponential]: the matrix_exp map owns
+    only its backward."""
+
+    def _modules(self, orthogonal_map):
+        torch.manual_seed(0)
+        linear = _orthogonal_quiet(nn.Linear(6, 6), "weight", orthogonal_map)
+        gru = P.orthogonal(nn.GRU(6, 6), "weight_hh_l0", orthogonal_map, blocks=3)
+        for m, name in ((linear, "weight"), (gru, "weight_hh_l0")):
+            with torch.no_grad():
+                original = m.parametrizations[name].original
+                original.add_(0.5 * torch.randn_like(original).tril(-1))
+            yield m, name
+
+    @parametrize_test("orthogonal_map", MAPS)
+    def test_same_weight(self, orthogonal_map):
+        for m, name in self._modules(orthogonal_map):
+            original = m.parametrizations[name].original
+            W = getattr(m, name)
+            self.assertTrue(W.requires_grad)
+            with torch.no_grad():
+                self.assertTrue(torch.equal(getattr(m, name), W), msg="no_grad")
+            with parametrize.cached():
+                self.assertTrue(torch.equal(getattr(m, name), W), msg="cached")
+            original.requires_grad_(False)
+            self.assertTrue(torch.equal(getattr(m, name), W), msg="frozen")
+            original.requires_grad_(True)
+            # Dynamo does not trace RNN modules; compile the parametrization.
+            torch._dynamo.reset()
+            compiled = torch.compile(m.parametrizations[name], backend="aot_eager", fullgraph=True)
+            self.assertTrue(torch.equal(compiled(), W), msg="compiled")
+            torch._dynamo.reset()
+
+    @parametrize_test("orthogonal_map", MAPS)
+    def test_trace_save_and_export(self, orthogonal_map):
+        # As with upstream's orthogonal: jit.trace with its check, save and load,
+        # and torch.export under default grad mode with the same operators.
+        x = torch.randn(2, 6)
+        torch.manual_seed(0)
+        theirs = upstream.orthogonal(nn.Linear(6, 6), "weight", orthogonal_map)
+        torch.manual_seed(0)
+        ours = _orthogonal_quiet(nn.Linear(6, 6), "weight", orthogonal_map)
+        self.assertTrue(torch.equal(ours(x), theirs(x)))
+        traced = torch.jit.trace(ours, (x,))
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
+        buffer.seek(0)
+        self.assertTrue(torch.equal(torch.jit.load(buffer)(x), ours(x)))
+
+        def ops(m):
+            graph = torch.export.export(m, (x,)).graph
+            return sorted({str(n.target) for n in graph.nodes if n.op == "call_function"})
+
+        if orthogonal_map != "householder":
+            # householder reads its signs with where() instead of int() on
+            # purpose (the householder-sign patch of the stack).
+            self.assertEqual(ops(ours), ops(theirs))
+        self.assertTrue(torch.equal(torch.export.export(ours, (x,)).module()(x), ours(x)))
 
 
 class TestOrthogonalMessages(TestCase):
@@ -471,6 +533,7 @@ class TestBlockChecks(TestCase):
 
 instantiate_device_type_tests(TestOrthogonalBlocks, globals(), only_for=("cpu", "cuda"))
 instantiate_parametrized_tests(TestOrthogonalUpstreamCompat)
+instantiate_parametrized_tests(TestSameWeightInEveryMode)
 
 
 if __name__ == "__main__":

@@ -235,17 +235,41 @@ class TestNNParametrization(NNTestCase):
     @skipIfNoLapack
     def test_orthogonal_matrix_exp_derivatives(self):
         P = torch.nn.utils.parametrizations
+
+        def reference_map(L):
+            L = L.tril()
+            return torch.matrix_exp(L - L.mH)
+
+        # The value is torch.matrix_exp's, whether or not a gradient is taken.
+        X = torch.randn(2, 6, 6, requires_grad=True)
+        Q = P.matrix_exp_map(X)
+        self.assertEqual(Q, reference_map(X), atol=0, rtol=0)
+        with torch.no_grad():
+            self.assertEqual(P.matrix_exp_map(X), Q, atol=0, rtol=0)
         for shape in ((3, 3), (4, 2), (2, 3, 5)):
             X = torch.randn(shape, dtype=torch.double, requires_grad=True)
             gradcheck(P.matrix_exp_map, (X,), check_forward_ad=True)
             torch.autograd.gradgradcheck(P.matrix_exp_map, (X,))
-        # Under autograd the value is torch.matrix_exp's, to round-off.
-        X = torch.randn(2, 6, 6, dtype=torch.double, requires_grad=True)
-        L = X.tril()
-        expected = torch.matrix_exp(L - L.mT)
-        self.assertEqual(P.matrix_exp_map(X), expected, atol=1e-12, rtol=0)
         Z = torch.randn(3, 5, 5, dtype=torch.cdouble, requires_grad=True)
         gradcheck(P.matrix_exp_map, (Z,))
+
+        # In single precision the gradient is at least as accurate as that of
+        # torch.matrix_exp, against a double precision reference, up to large
+        # norms.
+        def grad(f, L, G):
+            L = L.detach().requires_grad_()
+            return torch.autograd.grad(f(L), L, G)[0]
+
+        for norm in (1.0, 100.0, 1000.0):
+            L = torch.randn(3, 16, 16, dtype=torch.double).tril()
+            L = norm * L / torch.linalg.matrix_norm(L - L.mT, ord=2, keepdim=True)
+            G = torch.randn(3, 16, 16, dtype=torch.double)
+            expected = grad(reference_map, L, G)
+            ours = grad(P.matrix_exp_map, L.float(), G.float())
+            theirs = grad(reference_map, L.float(), G.float())
+            self.assertLessEqual(
+                (ours - expected).norm().item(), 3 * (theirs - expected).norm().item()
+            )
 
 
 class TestNNParametrizationDevice(NNTestCase):
