@@ -134,6 +134,21 @@ def gate_error(model, cell):
         return torch.linalg.matrix_norm(G.mT @ G - torch.eye(H)).max().item()
 
 
+def skew_norm(model, cell, variant):
+    r"""Return :math:`\max_g \lVert A_g \rVert_2` over the gates, for the matrix_exp and cayley maps.
+
+    Each gate's map takes the skew :math:`A_g = L_g - L_g^\top` of the lower
+    triangle :math:`L_g` of its block of the original tensor (its rows, as the
+    gates are stacked); ``None`` for the other variants.
+    """
+    if variant not in ("matrix_exp", "cayley"):
+        return None
+    with torch.no_grad():
+        X = model.rnn.parametrizations.weight_hh_l0.original
+        L = X.unflatten(0, (CELLS[cell][1], X.size(-1))).tril()
+        return torch.linalg.matrix_norm(L - L.mT, ord=2).max().item()
+
+
 def evaluate(model, x, y):
     with torch.no_grad(), parametrize.cached():
         logits = model(x)
@@ -151,6 +166,8 @@ def train(cell, variant, *, T, hidden, batch, steps, lr, seed, eval_every, eval_
     x_eval, y_eval = make_batch(T, eval_batch, torch.Generator().manual_seed(seed))
     curve = {"step": [], "eval_loss": [], "train_loss": []}
     step_times, cpu_times, window = [], [], []
+    # The largest ||A_g||_2 of any step; see skew_norm.
+    max_skew_norm = skew_norm(model, cell, variant)
     for step in range(1, steps + 1):
         x, y = make_batch(T, batch, data)
         t0, c0 = time.perf_counter(), time.process_time()
@@ -163,6 +180,8 @@ def train(cell, variant, *, T, hidden, batch, steps, lr, seed, eval_every, eval_
         step_times.append(time.perf_counter() - t0)
         cpu_times.append(time.process_time() - c0)
         window.append(loss.item())
+        if max_skew_norm is not None:
+            max_skew_norm = max(max_skew_norm, skew_norm(model, cell, variant))
         if step % eval_every == 0 or step == steps:
             curve["step"].append(step)
             curve["eval_loss"].append(evaluate(model, x_eval, y_eval)[0])
@@ -176,6 +195,7 @@ def train(cell, variant, *, T, hidden, batch, steps, lr, seed, eval_every, eval_
         "final_loss": final_loss,
         "recall_accuracy": accuracy,
         "gate_error": gate_error(model, cell),
+        "max_skew_norm": max_skew_norm,
         # The first steps warm up allocators and caches. The CPU time of the
         # process is less sensitive than the wall time to other jobs on a
         # shared machine.
@@ -247,7 +267,9 @@ def _run(*, T, hidden, batch, steps, lr, seeds, cells, variants, eval_every,
                 log(f"{cell:4} {variant:13} seed {seed}: loss {r['final_loss']:.4f} "
                     f"(baseline {baseline(T):.4f}), recall {r['recall_accuracy']:.2f}, "
                     f"gate error {r['gate_error']:.1e}, "
-                    f"{r['step_time_median'] * 1e3:.1f} ms/step "
+                    + ("" if r["max_skew_norm"] is None
+                       else f"max ||A||_2 {r['max_skew_norm']:.2f}, ")
+                    + f"{r['step_time_median'] * 1e3:.1f} ms/step "
                     f"({r['step_cpu_time_median'] * 1e3:.1f} CPU), {r['wall_time']:.0f} s")
                 if checkpoint is not None:
                     checkpoint(result)
