@@ -467,7 +467,11 @@ class TestApplicability(TestCase):
     def test_supported_torch(self):
         self.assertEqual(
             _check.applicability(),
-            ["patch applies to this torch: yes", "RNN read-once fix applies: yes"],
+            [
+                "patch applies to this torch: yes",
+                "RNN read-once fix applies: yes",
+                "nn.init.orthogonal_ with blocks applies: yes",
+            ],
         )
 
     def test_below_the_floor(self):
