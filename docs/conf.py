@@ -123,3 +123,26 @@ def _write_tables():
 
 
 _write_tables()
+
+
+# -- torch.nn.init's examples -------------------------------------------------------
+# The examples of torch.nn.init's docstrings are written for xdoctest, as all of
+# PyTorch's are: a call whose value is not shown has no expected output. Sphinx's
+# doctest would compare that value with nothing and fail, so on the pages of
+# torch_ortho_patch.init the "Examples:" section is shown as a code block instead
+# of being run here; test/test_doctests.py runs it with xdoctest. This runs
+# before napoleon (priority 400 < 500), which then leaves the section alone.
+def _init_examples_as_code(app, what, name, obj, options, lines):
+    if not name.startswith("torch_ortho_patch.init."):
+        return
+    out = []
+    for line in lines:
+        if line.strip() == "Examples:":
+            out += [".. rubric:: Examples", "", ".. code-block:: pycon", ""]
+        else:
+            out.append(line)
+    lines[:] = out
+
+
+def setup(app):
+    app.connect("autodoc-process-docstring", _init_examples_as_code, priority=400)

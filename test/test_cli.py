@@ -34,10 +34,15 @@ import torch.nn.utils.parametrizations as P
 gru = P.orthogonal(nn.GRU(4, 4), "weight_hh_l0", blocks=3)
 W = gru.weight_hh_l0.detach().unflatten(0, (3, 4))
 error = (W.mT @ W - torch.eye(4)).abs().max().item()
+lstm = nn.LSTM(4, 4)
+nn.init.orthogonal_(lstm.weight_hh_l0, blocks=4)
+W = lstm.weight_hh_l0.detach().unflatten(0, (4, 4))
+init_error = (W.mT @ W - torch.eye(4)).abs().max().item()
 print("name", __name__)
 print("argv", sys.argv[1:])
 print("path0", sys.path[0])
 print("ok", error < 1e-4)
+print("init_ok", init_error < 1e-4)
 if len(sys.argv) > 1 and sys.argv[1].isdigit():
     sys.exit(int(sys.argv[1]))
 """
@@ -134,7 +139,15 @@ class TestCLI(TestCase):
         out = result.stdout
         self.assertIn("patch applies to this torch: yes\n", out)
         self.assertIn("installed: no\n", out)
-        for row in ("GRU weight_hh_l0", "LSTM weight_hh_l0", "householder", "cayley"):
+        rows = (
+            "GRU weight_hh_l0",
+            "LSTM weight_hh_l0",
+            "nn.init.orthogonal_ GRU weight_hh_l0",
+            "nn.init.orthogonal_ LSTM weight_hh_l0",
+            "householder",
+            "cayley",
+        )
+        for row in rows:
             self.assertRegex(out, rf"\n{row}.* ok\n")
         self.assertNotIn("FAIL", out)
         self.assertNotIn("oneMKL", out)  # LAPACK's own messages are kept out
@@ -151,6 +164,7 @@ class TestCLI(TestCase):
         self.assertEqual(out["argv"], "['3', '--flag', '-m']")
         self.assertEqual(out["path0"], str(self.tmp))
         self.assertEqual(out["ok"], "True")
+        self.assertEqual(out["init_ok"], "True")
 
     def test_run_script_exit_zero(self):
         script = self.tmp / "user_script.py"

@@ -40,6 +40,7 @@ DOCUMENTED = {
     "householder_map",
     "install",
     "installed",
+    "orthogonal_",
 }
 
 
@@ -48,22 +49,26 @@ DOCUMENTED = {
 # there, and run in that module. The patch modules that hold their source are
 # not runnable on their own. See Note [Amend, don't replace].
 AMENDED = ("orthogonal", "orthogonal_map", "matrix_exp_map", "cayley_map", "householder_map")
+# Those of torch_ortho_patch.init. Their examples call nn.init.orthogonal_, as
+# torch's docstrings do, so they run with the patch installed.
+AMENDED_INIT = ("orthogonal_",)
 
 
 def _examples():
     if xdoctest is None:
         return []
-    from torch_ortho_patch import parametrizations as ours
+    from torch_ortho_patch import init as ours_init, parametrizations as ours
 
     found = [
         e
         for e in xdoctest.core.parse_doctestables(str(PACKAGE), style="auto")
         if "_patches" not in Path(e.modpath).parts
     ]
-    for name in AMENDED:
-        found += xdoctest.core.parse_docstr_examples(
-            getattr(ours, name).__doc__, callname=name, modpath=ours.__file__
-        )
+    for module, names in ((ours, AMENDED), (ours_init, AMENDED_INIT)):
+        for name in names:
+            found += xdoctest.core.parse_docstr_examples(
+                getattr(module, name).__doc__, callname=name, modpath=module.__file__
+            )
     return sorted(found, key=lambda e: (e.modpath, e.callname, e.num))
 
 
@@ -109,6 +114,8 @@ class TestDocstringExamples(TestCase):
         if example is None:
             raise unittest.SkipTest("no examples collected: xdoctest is not installed")
         torch.manual_seed(0)
+        if Path(example.modpath).name == "init.py":
+            torch_ortho_patch.install()
         example.config["global_exec"] = GLOBAL_EXEC
         try:
             summary = example.run(verbose=0, on_error="return")

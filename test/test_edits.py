@@ -79,6 +79,36 @@ class C:
 """,
         )
 
+    def test_add_kwonly_arg_adds_the_star(self):
+        one_per_line = src(
+            """
+            def f(
+                a,
+                b=1,
+            ):
+                pass
+            """
+        )
+        self.assertExpectedInline(
+            E.add_kwonly_arg(one_per_line, "f", "c: int | None = None"),
+            """\
+def f(
+    a,
+    b=1,
+    *,
+    c: int | None = None,
+):
+    pass
+""",
+        )
+        self.assertEqual(
+            E.add_kwonly_arg("def f(a, b=1):\n    pass\n", "f", "c=None"),
+            "def f(a, b=1, *, c=None):\n    pass\n",
+        )
+        for text in ("def f(*args):\n    pass\n", "def f(a, /):\n    pass\n"):
+            with self.assertRaisesRegex(E.AnchorError, "Expected f to have"):
+                E.add_kwonly_arg(text, "f", "c=None")
+
     def test_list_keeps_its_quotes(self):
         self.assertEqual(
             E.replace_in_list("__all__ = ['a', 'c']\n", "__all__", "a", ["b"]),
@@ -129,7 +159,7 @@ class TestTorchSrc(TestCase):
     def test_series_into_a_source_tree(self):
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
-            for path in (_stack.PARAMETRIZATIONS, _stack.RNN):
+            for path in (_stack.PARAMETRIZATIONS, _stack.RNN, _stack.INIT):
                 (root / path).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(_stack.installed_root() / path, root / path)
             docs = root / "docs/source/nn.md"
@@ -144,7 +174,25 @@ class TestTorchSrc(TestCase):
                 "    def test_b(self, device):\n        pass\n\n\n"
                 'if __name__ == "__main__":\n    run_tests()\n'
             )
+            init_test = root / _upstream.UPSTREAM_INIT_TEST
+            init_test.write_text(
+                "import torch\n\n\nclass TestNNInit(TestCase):\n"
+                "    def test_orthogonal(self):\n        pass\n\n\n"
+                'if __name__ == "__main__":\n    run_tests()\n'
+            )
             files = _upstream.patched_files(root)
+            self.assertNotIn(_upstream.NEW_INIT_TEST, files)
+            tree = ast.parse(files[_upstream.UPSTREAM_INIT_TEST][1])
+            (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef)]
+            self.assertEqual(
+                [m.name for m in cls.body],
+                [
+                    "test_orthogonal",
+                    "test_orthogonal_gate_blocks",
+                    "test_orthogonal_fills_each_block",
+                    "test_orthogonal_block_arguments",
+                ],
+            )
             self.assertIn("parametrizations.cayley_map", files["docs/source/nn.md"][1])
             self.assertNotIn(_upstream.NEW_TEST, files)
             new = files[_upstream.UPSTREAM_TEST][1]

@@ -12,17 +12,19 @@ from unittest import mock
 
 import torch
 import torch.nn as nn
+import torch.nn.init as I
 import torch.nn.utils.parametrizations as P
 from torch.nn.modules.rnn import RNNBase
 from torch.testing._internal.common_utils import run_tests, TestCase
 
 import torch_ortho_patch
-from torch_ortho_patch import _check, _install, _rnn, parametrizations as ours
+from torch_ortho_patch import _check, _install, _rnn, init as ours_init, parametrizations as ours
 
 
 REPO = Path(__file__).absolute().parent.parent
 NEW_NAMES = ("orthogonal_map", "matrix_exp_map", "cayley_map", "householder_map")
 RNN_METHODS = ("_init_flat_weights", "_update_flat_weights")
+INIT_NAMES = ("orthogonal_", "orthogonal")
 
 
 def snapshot():
@@ -34,6 +36,7 @@ def snapshot():
         **{name: vars(P).get(name, "<missing>") for name in NEW_NAMES},
         **{name: vars(RNNBase)[name] for name in RNN_METHODS},
         "_weights_have_changed": vars(RNNBase)["_weights_have_changed"],
+        **{f"init.{name}": vars(I)[name] for name in INIT_NAMES},
     }
 
 
@@ -97,6 +100,12 @@ class TestInstall(TestCase):
             self.assertIs(vars(RNNBase)[name], fn)
         # See Note [What install() patches]: torch's private classes stay.
         self.assertIsNot(P._Orthogonal, ours._Orthogonal)
+        # nn.init.orthogonal_ and its deprecated alias; the rest of nn.init stays.
+        for name in INIT_NAMES:
+            self.assertIs(vars(I)[name], getattr(ours_init, name))
+        self.assertTrue(takes_blocks(I.orthogonal_))
+        self.assertIs(I.xavier_uniform_, ours_init.xavier_uniform_)
+        self.assertIs(_install._torch_init_orthogonal(), self.before["init.orthogonal_"])
 
         namespace = {}
         exec("from torch.nn.utils.parametrizations import *", namespace)
@@ -189,6 +198,26 @@ class TestInstall(TestCase):
             """torch.nn.utils.parametrizations.orthogonal already accepts `blocks`, so torch_ortho_patch.install() changed nothing: this PyTorch includes the change. Call torch's own orthogonal(..., blocks=k) and remove the install() call to silence this warning.""",  # noqa: B950
         )
         self.assertFalse(_install._torch_has_blocks())
+
+    def test_init_capability_gate(self):
+        # A torch whose nn.init.orthogonal_ takes `blocks` keeps its own; the
+        # rest is installed.
+        def orthogonal_(tensor, gain=1, generator=None, *, blocks=None):
+            return tensor
+
+        I.orthogonal_ = orthogonal_
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                torch_ortho_patch.install()
+            self.assertIs(I.orthogonal_, orthogonal_)
+            self.assertIs(I.orthogonal, self.before["init.orthogonal"])
+            self.assertIs(P.orthogonal, ours.orthogonal)
+            torch_ortho_patch.uninstall()
+            self.assertIs(I.orthogonal_, orthogonal_)
+        finally:
+            I.orthogonal_ = self.before["init.orthogonal_"]
+        self.assertRestored()
 
     def test_version_gate(self):
         with mock.patch.object(torch, "__version__", "2.3.1"):
@@ -336,6 +365,21 @@ is_installed() takes 0 positional arguments but 1 was given""",
             self.assertFalse(takes_blocks(early))
             self.assertTrue(takes_blocks(late))
 
+    def test_init_blocks_through_torch(self):
+        # The loop of the RNN guide, unchanged but for blocks=4.
+        lstm = nn.LSTM(3, 5, proj_size=2)
+        with torch_ortho_patch.installed():
+            for name, param in lstm.named_parameters():
+                if name.startswith(("weight_ih", "weight_hh")):
+                    nn.init.orthogonal_(param, 1.0, blocks=4)
+        for name in ("weight_ih_l0", "weight_hh_l0"):
+            G = getattr(lstm, name).detach().unflatten(0, (4, 5))
+            G = G.mT if G.size(-2) < G.size(-1) else G
+            Id = torch.eye(G.size(-1)).expand(4, -1, -1)
+            self.assertEqual(G.mT @ G, Id, atol=1e-5, rtol=0)
+        with self.assertRaisesRegex(TypeError, "blocks"):
+            nn.init.orthogonal_(lstm.weight_hh_l0, blocks=4)
+
     def test_block_orthogonal_through_torch(self):
         with torch_ortho_patch.installed():
             gru = P.orthogonal(nn.GRU(6, 6), "weight_hh_l0", blocks=3)
@@ -423,7 +467,11 @@ class TestApplicability(TestCase):
     def test_supported_torch(self):
         self.assertEqual(
             _check.applicability(),
-            ["patch applies to this torch: yes", "RNN read-once fix applies: yes"],
+            [
+                "patch applies to this torch: yes",
+                "RNN read-once fix applies: yes",
+                "nn.init.orthogonal_ with blocks applies: yes",
+            ],
         )
 
     def test_below_the_floor(self):

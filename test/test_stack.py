@@ -1,8 +1,9 @@
 # Owner(s): ["module: nn"]
 r"""The upstream stack, proven on the installed torch.
 
-* The tests that the patches add upstream (``upstream_tests.py``) run against
-  this package's runtime, with :func:`torch_ortho_patch.install` in effect.
+* The tests that the patches add upstream (``upstream_tests.py`` and
+  ``upstream_init_tests.py``) run against this package's runtime, with
+  :func:`torch_ortho_patch.install` in effect.
 * After each patch of the stack, applied cumulatively to the installed torch's
   files: the amended files compile and import, and the tests of the patches
   landed so far pass against the code built from them.
@@ -22,6 +23,7 @@ import unittest
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch.nn.init as I
 import torch.nn.utils.parametrizations as P
 from torch.nn.modules.rnn import RNNBase
 from torch.testing._internal.common_device_type import instantiate_device_type_tests
@@ -33,12 +35,14 @@ from torch.testing._internal.common_utils import (
 )
 
 import torch_ortho_patch
+import upstream_init_tests as UI
 import upstream_tests as U
 from torch_ortho_patch import _stack, _upstream
 
 
 UPSTREAM = _stack.upstream_patches()
-FILES = (_stack.PARAMETRIZATIONS, _stack.RNN)
+FILES = (_stack.PARAMETRIZATIONS, _stack.RNN, _stack.INIT)
+UPSTREAM_CLASSES = (U.TestNNParametrization, U.TestNNParametrizationDevice, UI.TestNNInit)
 
 
 def _copy(cls, name, **extra):
@@ -72,29 +76,43 @@ TestUpstreamTestsPatched = _installed(U.TestNNParametrization, "TestUpstreamTest
 TestUpstreamTestsPatchedDevice = _installed(
     U.TestNNParametrizationDevice, "TestUpstreamTestsPatchedDevice"
 )
+TestUpstreamInitTestsPatched = _installed(UI.TestNNInit, "TestUpstreamInitTestsPatched")
+
+
+def _set_changed(target, ns, saved):
+    # Set the names of ns whose values differ from what target held.
+    for name, value in ns.items():
+        if not name.startswith("__") or name == "__all__":
+            if saved.get(name) is not value:
+                setattr(target, name, value)
+
+
+def _restore_all(target, saved):
+    for name in list(vars(target)):
+        if name not in saved:
+            delattr(target, name)
+    for name, value in saved.items():
+        if vars(target).get(name) is not value:
+            setattr(target, name, value)
 
 
 @contextmanager
 def built_in(stack):
     r"""Put the code built from ``stack`` into torch, as the amended files would."""
     ns = _stack.runtime_namespace(_stack.PARAMETRIZATIONS, "amended_step", stack=stack)
+    ns_init = _stack.runtime_namespace(_stack.INIT, "amended_step_init", stack=stack)
     saved_p = dict(vars(P))
+    saved_init = dict(vars(I))
     saved_rnn = dict(vars(RNNBase))
     try:
-        for name, value in ns.items():
-            if not name.startswith("__") or name == "__all__":
-                if saved_p.get(name) is not value:
-                    setattr(P, name, value)
+        _set_changed(P, ns, saved_p)
+        _set_changed(I, ns_init, saved_init)
         for name, fn in _stack.rnn_methods(stack).items():
             setattr(RNNBase, name, fn)
         yield
     finally:
-        for name in list(vars(P)):
-            if name not in saved_p:
-                delattr(P, name)
-        for name, value in saved_p.items():
-            if vars(P).get(name) is not value:
-                setattr(P, name, value)
+        _restore_all(P, saved_p)
+        _restore_all(I, saved_init)
         for name in list(vars(RNNBase)):
             if name not in saved_rnn:
                 delattr(RNNBase, name)
@@ -107,6 +125,7 @@ def built_in(stack):
 _STEP_CLASSES: dict = {
     "_StepTests": instantiate_parametrized_tests(_copy(U.TestNNParametrization, "_StepTests")),
     "_StepTestsDevice": _copy(U.TestNNParametrizationDevice, "_StepTestsDevice"),
+    "_StepInitTests": _copy(UI.TestNNInit, "_StepInitTests"),
 }
 instantiate_device_type_tests(_STEP_CLASSES["_StepTestsDevice"], _STEP_CLASSES, only_for=("cpu",))
 
@@ -163,6 +182,11 @@ class TestStack(TestCase):
                 else:
                     sys.modules[name] = value
         self.assertTrue(callable(vars(module)["orthogonal"]))
+        # So does the amended init.py, as a module of torch.nn.
+        init_module = type(sys)("torch.nn._amended_init_check")
+        init_module.__package__ = "torch.nn"
+        exec(compile(texts[_stack.INIT], _stack.INIT, "exec"), vars(init_module))
+        self.assertTrue(callable(vars(init_module)["orthogonal_"]))
         # The tests of the patches landed so far pass against the built code.
         names = [t for patch in stack for t in patch.tests]
         suite = _suite(names)
@@ -175,13 +199,12 @@ class TestStack(TestCase):
 
     def test_every_test_belongs_to_a_patch(self):
         named = {t for patch in UPSTREAM for t in patch.tests}
-        defined = {
-            n
-            for cls in (U.TestNNParametrization, U.TestNNParametrizationDevice)
-            for n in vars(cls)
-            if n.startswith("test_")
-        }
+        defined = {n for cls in UPSTREAM_CLASSES for n in vars(cls) if n.startswith("test_")}
         methods = set(_upstream._test_methods(Path(U.__file__)))
+        init_methods = set(_upstream._test_methods(Path(UI.__file__)))
+        # A name says which file it goes to: none is in both.
+        self.assertEqual(methods & init_methods, set())
+        methods |= init_methods
         self.assertEqual(named, methods)
         self.assertTrue(all(any(d.startswith(n) for n in named) for d in defined))
 
@@ -197,6 +220,12 @@ class TestStack(TestCase):
             self.assertIs(getattr(ours, name), getattr(P, name))
         for name in ("orthogonal", "_Orthogonal", "_make_orthogonal"):
             self.assertIsNot(getattr(ours, name), getattr(P, name))
+        from torch_ortho_patch import init as ours_init
+
+        for name in ("xavier_uniform_", "kaiming_normal_", "_calculate_fan_in_and_fan_out"):
+            self.assertIs(getattr(ours_init, name), getattr(I, name))
+        for name in ("orthogonal_", "orthogonal"):
+            self.assertIsNot(getattr(ours_init, name), getattr(I, name))
 
     def test_runtime_source_is_the_amended_text(self):
         # inspect (and so torch.jit.script and tracebacks) reads the amended lines,
@@ -220,6 +249,9 @@ class TestStack(TestCase):
         def source(fn):
             return textwrap.dedent(inspect.getsource(fn)).rstrip()
 
+        from torch_ortho_patch import init as ours_init
+
+        self.assertEqual(source(ours_init.orthogonal_), amended(_stack.INIT, "orthogonal_"))
         P = _stack.PARAMETRIZATIONS
         self.assertEqual(source(ours.orthogonal), amended(P, "orthogonal"))
         self.assertEqual(source(ours._Orthogonal.forward), amended(P, "_Orthogonal", "forward"))
@@ -369,6 +401,7 @@ class TestLint(TestCase):
 
 
 instantiate_parametrized_tests(TestUpstreamTestsPatched)
+instantiate_parametrized_tests(TestUpstreamInitTestsPatched)
 instantiate_parametrized_tests(TestStack)
 instantiate_device_type_tests(
     TestUpstreamTestsPatchedDevice, globals(), only_for=("cpu", "cuda")

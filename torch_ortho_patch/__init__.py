@@ -2,7 +2,8 @@
 
 Importing this package changes nothing in torch. Call :func:`install` (or use
 ``python -m torch_ortho_patch run``) to put :func:`orthogonal` and the public maps
-into ``torch.nn.utils.parametrizations``.
+into ``torch.nn.utils.parametrizations``, and ``init.orthogonal_`` (which takes
+``blocks``) into ``torch.nn.init``.
 """
 
 from .parametrizations import (
@@ -13,6 +14,7 @@ from .parametrizations import (
     orthogonal_map,
 )
 from ._install import install, installed, is_installed, uninstall
+from . import init  # noqa: F401  (torch_ortho_patch.init.orthogonal_)
 
 __version__ = "0.1.0"
 

@@ -42,7 +42,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
         "(default)",
         description="Print the torch and Python versions, whether the patch applies "
         "to this torch and whether it is installed, and measure torch's orthogonal "
-        "against ours on RNN gate blocks, householder after an AdamW step and a "
+        "and nn.init.orthogonal_ against ours on RNN gate blocks, householder "
+        "after an AdamW step and a "
         "batched Cayley map on CPU. Exits with status 1 if one of our errors is "
         "above its tolerance.",
     )
@@ -70,7 +71,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
         "with `git apply` at the root of a PyTorch tree of the installed version "
         "(or of --torch-src), or, with --stack DIR, write it as a numbered series "
         "of patches, one concern each, for `git am`. The patches amend "
-        "torch/nn/utils/parametrizations.py and torch/nn/modules/rnn.py, add "
+        "torch/nn/utils/parametrizations.py, torch/nn/modules/rnn.py and "
+        "torch/nn/init.py, add "
         "torch/nn/utils/_skew_matrix_exp.py and tests, and, with --torch-src, the "
         "docs.",
     )

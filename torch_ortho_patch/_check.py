@@ -66,6 +66,18 @@ def _ours() -> Callable:
     return orthogonal
 
 
+def _torch_init_orthogonal() -> Callable:
+    from . import _install
+
+    return _install._torch_init_orthogonal()
+
+
+def _ours_init() -> Callable:
+    from .init import orthogonal_
+
+    return orthogonal_
+
+
 @contextlib.contextmanager
 def _quiet_stdout() -> Iterator[None]:
     r"""Send file descriptor 1 to the null device (LAPACK prints its errors there)."""
@@ -118,6 +130,17 @@ def _gates(orthogonal: Callable, cls: type, k: int, blocks: int | None) -> float
     return _gram_error(W)
 
 
+def _init_gates(orthogonal_: Callable, cls: type, k: int, blocks: int | None) -> float:
+    # The common idiom: nn.init.orthogonal_ on the stacked gate weight itself.
+    torch.manual_seed(0)
+    rnn = cls(_HIDDEN, _HIDDEN)
+    if blocks is None:
+        orthogonal_(rnn.weight_hh_l0)
+    else:
+        orthogonal_(rnn.weight_hh_l0, blocks=blocks)
+    return _gram_error(rnn.weight_hh_l0.unflatten(0, (k, -1)))
+
+
 def _householder_adamw(orthogonal: Callable) -> float:
     # One AdamW step with its default weight decay moves the diagonal of the
     # unconstrained householder weight off +-1.
@@ -147,6 +170,7 @@ def _batched_cayley(orthogonal: Callable) -> float:
 def measure() -> list[Row]:
     r"""Measure torch's ``orthogonal`` and ours on the cases of the report."""
     upstream, ours = _torch_orthogonal(), _ours()
+    upstream_init, ours_init = _torch_init_orthogonal(), _ours_init()
     n = _CAYLEY_SHAPE[-1]
     return [
         Row(
@@ -159,6 +183,18 @@ def measure() -> list[Row]:
             f"LSTM weight_hh_l0, H={_HIDDEN}, 4 gates: max_g ||W_g^T W_g - I||",
             _guard(lambda: _gates(upstream, nn.LSTM, 4, None)),
             _guard(lambda: _gates(ours, nn.LSTM, 4, 4)),
+            _tol(_HIDDEN),
+        ),
+        Row(
+            f"nn.init.orthogonal_ GRU weight_hh_l0, H={_HIDDEN}: max_g ||W_g^T W_g - I||",
+            _guard(lambda: _init_gates(upstream_init, nn.GRU, 3, None)),
+            _guard(lambda: _init_gates(ours_init, nn.GRU, 3, 3)),
+            _tol(_HIDDEN),
+        ),
+        Row(
+            f"nn.init.orthogonal_ LSTM weight_hh_l0, H={_HIDDEN}: max_g ||W_g^T W_g - I||",
+            _guard(lambda: _init_gates(upstream_init, nn.LSTM, 4, None)),
+            _guard(lambda: _init_gates(ours_init, nn.LSTM, 4, 4)),
             _tol(_HIDDEN),
         ),
         Row(
@@ -186,8 +222,9 @@ def report(rows: list[Row]) -> str:
     width = max(len(r.what) for r in rows)
     head = f"{'':{width}}  {'torch':>12}  {'ours':>12}  {'tol':>7}"
     lines = [
-        "Errors in float32, Frobenius norms. torch: torch's orthogonal; "
-        "ours: torch_ortho_patch (blocks=3 and 4 for the RNN gates).",
+        "Errors in float32, Frobenius norms. torch: torch's orthogonal and "
+        "nn.init.orthogonal_; ours: torch_ortho_patch (blocks=3 and 4 for the RNN "
+        "gates).",
         head,
     ]
     for r in rows:
@@ -215,7 +252,15 @@ def applicability() -> list[str]:
         rnn = "yes"
     else:
         rnn = "no, RNNBase does not have the methods it replaces in the form it expects"
-    return ["patch applies to this torch: yes", f"RNN read-once fix applies: {rnn}"]
+    if _install._takes_blocks(_install._torch_init_orthogonal()):
+        init = "no, torch's nn.init.orthogonal_ already takes `blocks`"
+    else:
+        init = "yes"
+    return [
+        "patch applies to this torch: yes",
+        f"RNN read-once fix applies: {rnn}",
+        f"nn.init.orthogonal_ with blocks applies: {init}",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

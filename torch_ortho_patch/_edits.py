@@ -268,7 +268,8 @@ def _render_arg(text: str, arg: ast.arg, default: ast.expr | None) -> str:
 def add_kwonly_arg(text: str, path: str, arg_src: str) -> str:
     r"""Add a keyword-only argument (``"name: T = default"``) last to ``def path``.
 
-    The signature keeps its layout where the new argument fits: a new line in a
+    A signature without keyword-only arguments gets a bare ``*`` before it. The
+    signature keeps its layout where the new argument fits: a new line in a
     signature with one argument per line, or the same line otherwise. Where it
     does not fit, the signature is laid out one argument per line, as the
     formatter does.
@@ -276,20 +277,34 @@ def add_kwonly_arg(text: str, path: str, arg_src: str) -> str:
     tree = ast.parse(text)
     node = find_def(tree, path)
     args = node.args  # type: ignore[attr-defined]
-    if not args.kwonlyargs or args.vararg is not None or args.kwarg is not None:
-        raise AnchorError(f"Expected {path} to have keyword-only arguments after a bare *.")
+    positional = args.posonlyargs + args.args
+    if (
+        args.vararg is not None
+        or args.kwarg is not None
+        or not (args.kwonlyargs or args.args)
+    ):
+        raise AnchorError(
+            f"Expected {path} to have keyword-only arguments after a bare *, "
+            "or positional arguments only."
+        )
     lines = _lines(text)
-    last, default = args.kwonlyargs[-1], args.kw_defaults[-1]
+    if args.kwonlyargs:
+        last, default = args.kwonlyargs[-1], args.kw_defaults[-1]
+        new_args = [arg_src]
+    else:
+        last = positional[-1]
+        default = args.defaults[-1] if args.defaults else None
+        new_args = ["*", arg_src]
     tail = default if default is not None else last
     end_line = lines[tail.end_lineno - 1]
     end_col = len(end_line.encode("utf-8")[: tail.end_col_offset].decode("utf-8"))
     rest = end_line[end_col:]
     if rest.rstrip("\n").strip() == ",":
-        # One argument per line: a new line, indented like the last one.
+        # One argument per line: a new line each, indented like the last one.
         indent = _leading(lines[last.lineno - 1])
-        lines[tail.end_lineno : tail.end_lineno] = [f"{indent}{arg_src},\n"]
+        lines[tail.end_lineno : tail.end_lineno] = [f"{indent}{a},\n" for a in new_args]
         return "".join(lines)
-    joined = end_line[:end_col] + ", " + arg_src + rest
+    joined = end_line[:end_col] + ", " + ", ".join(new_args) + rest
     if len(joined.rstrip("\n")) <= LINE_LENGTH:
         lines[tail.end_lineno - 1] = joined
         return "".join(lines)

@@ -31,6 +31,10 @@ _MIN_TORCH_VERSION = (2, 4)
 # next to the orthogonal that it replaces.
 _NEW_NAMES = ("orthogonal_map", "matrix_exp_map", "cayley_map", "householder_map")
 
+# The names of torch.nn.init that install() replaces: orthogonal_ and its
+# deprecated alias, which calls it.
+_INIT_NAMES = ("orthogonal_", "orthogonal")
+
 # Note [What install() patches]
 # install() sets exactly these attributes, in this order, and uninstall() restores
 # them in reverse order:
@@ -40,6 +44,9 @@ _NEW_NAMES = ("orthogonal_map", "matrix_exp_map", "cayley_map", "householder_map
 #   4. the methods of torch.nn.modules.rnn.RNNBase that the stack amends
 #      (_init_flat_weights, _weights_have_changed, _update_flat_weights and
 #      __deepcopy__) -> see torch_ortho_patch._rnn
+#   5. torch.nn.init.orthogonal_ and its deprecated alias torch.nn.init.orthogonal
+#      -> torch_ortho_patch.init's, which take `blocks`; left alone where
+#      torch's own orthogonal_ takes `blocks` already
 # The replacement is our orthogonal function object itself, not a functools.wraps
 # wrapper, so inspect.signature() shows `blocks` and help() shows our docstring.
 #
@@ -114,16 +121,28 @@ def _torch_orthogonal() -> Any:
         return P.orthogonal
 
 
+def _torch_init_orthogonal() -> Any:
+    r"""Return torch's own ``nn.init.orthogonal_``, also while the patch is installed."""
+    import torch.nn.init as I
+
+    with _lock:
+        for patch in _active or ():
+            if patch.target is I and patch.name == "orthogonal_" and patch.old is not _MISSING:
+                return patch.old
+        return I.orthogonal_
+
+
 def _torch_has_blocks() -> bool:
     r"""Return whether torch's own ``orthogonal`` already accepts ``blocks``."""
     return _takes_blocks(_torch_orthogonal())
 
 
 def _plan() -> list[tuple[Any, str, Any]]:
+    import torch.nn.init as I
     import torch.nn.utils.parametrizations as P
     from torch.nn.modules.rnn import RNNBase
 
-    from . import _rnn, parametrizations as ours
+    from . import _rnn, init as ours_init, parametrizations as ours
 
     plan: list[tuple[Any, str, Any]] = [(P, "orthogonal", ours.orthogonal)]
     plan += [(P, name, getattr(ours, name)) for name in _NEW_NAMES]
@@ -132,6 +151,10 @@ def _plan() -> list[tuple[Any, str, Any]]:
     # The amended RNNBase methods; none where this torch's RNNBase cannot be
     # amended (see torch_ortho_patch._rnn.applies).
     plan += [(RNNBase, name, fn) for name, fn in _rnn.methods().items()]
+    # nn.init.orthogonal_, unless this torch's own takes `blocks` already.
+    own = vars(I).get("orthogonal_")
+    if own is ours_init.orthogonal_ or not _takes_blocks(own):
+        plan += [(I, name, getattr(ours_init, name)) for name in _INIT_NAMES if name in vars(I)]
     return plan
 
 
@@ -167,7 +190,9 @@ def install() -> None:
     :func:`~torch_ortho_patch.householder_map` (they are added to its ``__all__``).
     It also makes :class:`torch.nn.RNN`, :class:`torch.nn.LSTM` and
     :class:`torch.nn.GRU` read each weight once per forward, so that a parametrized
-    RNN weight is computed once per call rather than four times.
+    RNN weight is computed once per call rather than four times, and it replaces
+    :func:`torch.nn.init.orthogonal_` by :func:`torch_ortho_patch.init.orthogonal_`,
+    which takes ``blocks`` too.
 
     Calling it again does nothing. It is safe to call from several threads.
 
@@ -242,7 +267,8 @@ def uninstall() -> None:
 
     Restores, in reverse order, the very objects that :func:`install` replaced,
     removes the names it added (also from ``__all__``, which gets back its original
-    list) and puts back the original :class:`torch.nn.RNNBase` methods. Does nothing
+    list) and puts back the original :class:`torch.nn.RNNBase` methods and
+    :func:`torch.nn.init.orthogonal_`. Does nothing
     when the patch is not installed. An attribute that someone else replaced after
     :func:`install` is left alone, with a :class:`UserWarning`.
 

@@ -46,6 +46,7 @@ __all__: list[str] = []
 
 PARAMETRIZATIONS = "torch/nn/utils/parametrizations.py"
 RNN = "torch/nn/modules/rnn.py"
+INIT = "torch/nn/init.py"
 SKEW_EXP = "torch/nn/utils/_skew_matrix_exp.py"
 
 # New upstream files and the module of this package that they are at runtime.

@@ -10,10 +10,12 @@ PyTorch's text is stored in this package. See Note [Amend, don't replace] in
 :mod:`torch_ortho_patch._stack`.
 
 Tests: each patch names the test methods that come with it, in this
-repository's ``test/upstream_tests.py``. With ``torch_src``, they are added to
-the classes of ``test/nn/test_parametrization.py``; without it, to a new file
-:data:`NEW_TEST` (the installed torch has no tests). A package installed
-without its ``test/`` folder leaves the tests out.
+repository's ``test/upstream_tests.py`` (or, for ``torch/nn/init.py``,
+``test/upstream_init_tests.py``). With ``torch_src``, they are added to the
+classes of ``test/nn/test_parametrization.py`` (``test/nn/test_init.py``);
+without it, to a new file :data:`NEW_TEST` (:data:`NEW_INIT_TEST`), since the
+installed torch has no tests. A package installed without its ``test/`` folder
+leaves the tests out.
 """
 
 import ast
@@ -24,22 +26,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import _stack
-from ._stack import PARAMETRIZATIONS, Patch, RNN
+from ._stack import INIT, PARAMETRIZATIONS, Patch, RNN
 
 
 __all__ = ["build_diff", "build_series", "patched_files", "write_series"]
 
 UPSTREAM_TEST = "test/nn/test_parametrization.py"
 NEW_TEST = "test/nn/test_parametrization_orthogonal.py"
+UPSTREAM_INIT_TEST = "test/nn/test_init.py"
+NEW_INIT_TEST = "test/nn/test_init_orthogonal.py"
 DOCS = ("docs/source/nn.md", "docs/source/nn.rst")
 _OURS = "torch_ortho_patch"
 _REPO = Path(__file__).parent.parent
 _TESTS = _REPO / "test" / "upstream_tests.py"
+# The tests of torch/nn/init.py, in a file of their own beside _TESTS: its
+# imports are those of upstream's test_init.py.
+_INIT_TESTS = "upstream_init_tests.py"
 # The class of upstream's test file that gets the methods of a class of ours.
 _CLASSES = {
     "TestNNParametrization": "TestNNParametrization",
     "TestNNParametrizationDevice": "TestNNParametrizationDevice",
 }
+_INIT_CLASSES = {"TestNNInit": "TestNNInit"}
 DEFAULT_AUTHOR = "PyTorch contributor <contributor@example.com>"
 
 
@@ -125,11 +133,21 @@ def _new_test_file(tests: Path, methods: list[_Method]) -> str:
     return "".join(out)
 
 
-def _add_to_upstream_test(text: str, methods: list[_Method]) -> str:
+def _new_init_test_file(tests: Path, methods: list[_Method]) -> str:
+    out = ['# Owner(s): ["module: nn"]\n', _test_header(tests), "\n"]
+    out.append("\nclass TestNNInitOrthogonal(TestCase):\n")
+    out.append("\n".join(textwrap.indent(m.source, "    ") for m in methods))
+    out.append('\n\nif __name__ == "__main__":\n    run_tests()\n')
+    return "".join(out)
+
+
+def _add_to_upstream_test(
+    text: str, methods: list[_Method], classes=_CLASSES, path: str = UPSTREAM_TEST
+) -> str:
     tree = ast.parse(text)
     lines = text.splitlines(keepends=True)
     inserts = []
-    for cls, target in _CLASSES.items():
+    for cls, target in classes.items():
         ours = [m for m in methods if m.cls == cls]
         if not ours:
             continue
@@ -138,7 +156,7 @@ def _add_to_upstream_test(text: str, methods: list[_Method]) -> str:
             None,
         )
         if node is None:
-            raise RuntimeError(f"Expected {UPSTREAM_TEST} to define {target}.")
+            raise RuntimeError(f"Expected {path} to define {target}.")
         block = []
         for m in ours:
             block += ["\n", *textwrap.indent(m.source, "    ").splitlines(keepends=True)]
@@ -155,11 +173,11 @@ def _add_to_upstream_test(text: str, methods: list[_Method]) -> str:
 def _stages(torch_src, tests: Path | None) -> list[tuple[Patch, dict[str, str | None]]]:
     r"""Return the texts after each upstream patch, the unchanged texts first."""
     root = _root(torch_src)
-    paths = [PARAMETRIZATIONS, RNN]
+    paths = [PARAMETRIZATIONS, RNN, INIT]
     if torch_src is not None:
         paths += [p for p in DOCS if (root / p).is_file()][:1]
     texts: dict[str, str | None] = {p: _read(root / p) for p in paths}
-    for path in (PARAMETRIZATIONS, RNN):
+    for path in (PARAMETRIZATIONS, RNN, INIT):
         if texts[path] is None:
             raise ValueError(
                 f"Expected a PyTorch source tree that contains {path}. Got {str(root)!r}."
@@ -170,13 +188,32 @@ def _stages(torch_src, tests: Path | None) -> list[tuple[Patch, dict[str, str | 
     upstream_test = _read(root / UPSTREAM_TEST) if torch_src is not None else None
     test_path = UPSTREAM_TEST if upstream_test is not None else NEW_TEST
     texts[test_path] = upstream_test if upstream_test is not None else _read(root / NEW_TEST)
+    init_tests = tests.with_name(_INIT_TESTS) if tests is not None else None
+    init_methods = (
+        _test_methods(init_tests) if init_tests is not None and init_tests.is_file() else {}
+    )
+    upstream_init = _read(root / UPSTREAM_INIT_TEST) if torch_src is not None else None
+    init_path = UPSTREAM_INIT_TEST if upstream_init is not None else NEW_INIT_TEST
+    texts[init_path] = upstream_init if upstream_init is not None else _read(root / NEW_INIT_TEST)
     stages = []
     landed: list[_Method] = []
+    landed_init: list[_Method] = []
     for patch in _stack.upstream_patches():
         texts = _stack.apply(texts, [patch])
-        missing = [t for t in patch.tests if t not in methods]
+        missing = [t for t in patch.tests if t not in methods and t not in init_methods]
         if methods and missing:
-            raise RuntimeError(f"Expected {tests} to define {missing} for {patch.name}.")
+            raise RuntimeError(
+                f"Expected {tests} or {init_tests} to define {missing} for {patch.name}."
+            )
+        ours_init = [init_methods[t] for t in patch.tests if t in init_methods]
+        if ours_init:
+            landed_init += ours_init
+            if upstream_init is not None:
+                texts[init_path] = _add_to_upstream_test(
+                    texts[init_path] or "", ours_init, _INIT_CLASSES, UPSTREAM_INIT_TEST
+                )
+            else:
+                texts[init_path] = _new_init_test_file(init_tests, landed_init)  # type: ignore[arg-type]
         ours = [methods[t] for t in patch.tests if t in methods]
         if ours:
             landed += ours
@@ -199,7 +236,8 @@ def patched_files(torch_src=None, tests=None) -> dict[str, tuple[str | None, str
         torch_src (str or PathLike, optional): root of a PyTorch tree. Default: the
             directory that holds the installed ``torch`` package.
         tests (str or PathLike, optional): the ``upstream_tests.py`` to take the
-            tests from. Default: the one of this repository, if present.
+            tests from (and the ``upstream_init_tests.py`` beside it). Default:
+            the one of this repository, if present.
     """
     tests = Path(tests) if tests is not None else _default_tests()
     root = _root(torch_src)

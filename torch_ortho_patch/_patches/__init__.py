@@ -18,5 +18,6 @@ STACK = (
     "public_maps",
     "half_precision",
     "skew_matrix_exp",
+    "init_blocks",
     "runtime_rnn_subclass",
 )
