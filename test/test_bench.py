@@ -81,8 +81,8 @@ class TestBench(TestCase):
             for variant in _VARIANTS:
                 self.assertRegex(out, rf"\n{re.escape(rnn)} .* {variant} ")
         # Goals are only judged on the full sizes.
-        self.assertIn("R1-256 = - (target <= 0.33): not measured", out)
-        self.assertIn("R2-GRU-direct = - (target <= 2.0): not measured", out)
+        self.assertIn("R1-256 = - (target <= 0.3): not measured", out)
+        self.assertIn("R2-GRU-direct = - (target <= 1.7): not measured", out)
 
     def test_json(self):
         self.assertEqual(self.data["format"], 1)
@@ -131,7 +131,7 @@ class TestBench(TestCase):
         self.assertNotIn("rnn", results)
         self.assertEqual({row["n"] for row in results["maps"]}, {4})
         report = _bench.format_report(results)
-        self.assertIn("R2-GRU-installed = - (target <= 2.0): not measured", report)
+        self.assertIn("R2-GRU-installed = - (target <= 1.7): not measured", report)
 
     def test_measure_reports_a_raising_variant(self):
         def fails():

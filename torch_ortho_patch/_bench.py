@@ -69,24 +69,24 @@ GOALS = (
         "R1-64",
         "ours matrix_exp fwd+bwd, blocks=3 on (192, 64) / torch's orthogonal "
         "matrix_exp on (3, 64, 64)",
-        0.4,
+        0.5,
     ),
-    Goal("R1-128", "the same at n = 128", 0.3),
-    Goal("R1-256", "the same at n = 256", 0.33),
-    Goal("R1-512", "the same at n = 512", 0.33),
+    Goal("R1-128", "the same at n = 128", 0.35),
+    Goal("R1-256", "the same at n = 256", 0.3),
+    Goal("R1-512", "the same at n = 512", 0.25),
     Goal(
         "R2-GRU-installed",
         "GRU(256, 256) training step with block-orthogonal weight_hh_l0, "
         "install() in effect / unconstrained step",
-        2.0,
+        1.7,
     ),
     Goal(
         "R2-GRU-direct",
         "the same with tp.orthogonal called directly, no install()",
-        2.0,
+        1.7,
     ),
-    Goal("R2-LSTM-installed", "LSTM(256, 256), install() in effect", 2.5),
-    Goal("R2-LSTM-direct", "LSTM(256, 256), tp.orthogonal directly", 2.5),
+    Goal("R2-LSTM-installed", "LSTM(256, 256), install() in effect", 2.3),
+    Goal("R2-LSTM-direct", "LSTM(256, 256), tp.orthogonal directly", 2.3),
 )
 
 
@@ -107,9 +107,10 @@ GOALS = (
 #
 # "fwd" is the evaluation of the parametrized weight with autograd recording,
 # as in a training step; "fwd+bwd" adds the backward of <Q, G> for a fixed
-# random G; "infer" is the evaluation under torch.no_grad(), as in inference,
-# where a map may take a cheaper path (our matrix_exp does: see Note [Skew
-# matrix exponential via eigh]). Gradients accumulate across calls, which
+# random G; "infer" is the evaluation under torch.no_grad(), as in inference.
+# Our matrix_exp map computes torch.matrix_exp in every mode and changes only
+# the backward (see Note [Backward of the skew matrix exponential]), so it
+# matches upstream in "fwd" and "infer". Gradients accumulate across calls, which
 # costs one addition per parameter for every variant alike.
 
 
