@@ -18,10 +18,12 @@ from torch.testing._internal.common_utils import (
     instantiate_parametrized_tests,
     parametrize as parametrize_test,
     run_tests,
+    skipIfNoLapack,
     TestCase,
 )
 
 import torch_ortho_patch.parametrizations as P
+from torch_ortho_patch import _stack, _upstream
 from _block_checks import (
     block_orthogonality_error,
     check_blocks_orthogonal,
@@ -454,6 +456,62 @@ ParametrizedGRU(
   )
 )""",
         )
+
+
+class TestCayleyBatchedLU(TestCase):
+    # The runtime-only workaround of Note [CPU batched LU]: it is no part of the
+    # upstream series, so its tests are here and not in upstream_tests.py.
+    @skipIfNoLapack
+    def test_cayley_batched_large(self):
+        # Batched LU on CPU with more than one thread has returned wrong values
+        # for batches of matrices of size about 150 and larger.
+        class Batched(nn.Module):
+            def __init__(self, n):
+                super().__init__()
+                self.weight = nn.Parameter(torch.randn(3, n, n) / n)
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(threads, 2))
+        try:
+            for n in (160, 192):
+                m = P.orthogonal(Batched(n), orthogonal_map="cayley")
+                with torch.no_grad():
+                    m.parametrizations.weight.original.normal_(0, 1 / n)
+                Q = m.weight
+                Q.sum().backward()
+                Q = Q.detach()
+                eye = torch.eye(n).expand(3, n, n)
+                self.assertEqual(Q.mT @ Q, eye, atol=1e-4, rtol=0)
+        finally:
+            torch.set_num_threads(threads)
+
+    def test_workaround_only_on_releases_with_the_fault(self):
+        # See Note [Which releases get the batched LU workaround].
+        from torch_ortho_patch._patches import cayley_batched_lu as lu
+
+        self.assertIsNone(lu._LU_FIXED_IN)  # no release has the ATen fix yet
+        self.assertTrue(lu.has_lu_fault())
+        self.assertFalse(lu.PATCH.upstream)
+        text = _stack._installed_text(_stack.PARAMETRIZATIONS)
+        before = _stack.apply({_stack.PARAMETRIZATIONS: text}, _stack.upstream_patches())
+        amended = lu.edit(_stack.PARAMETRIZATIONS, before[_stack.PARAMETRIZATIONS])
+        self.assertIn("_solve(", amended)
+        saved = lu._LU_FIXED_IN
+        try:
+            lu._LU_FIXED_IN = "2.16"
+            self.assertTrue(lu.has_lu_fault("2.15.0+cpu"))
+            self.assertFalse(lu.has_lu_fault("2.16.0"))
+            self.assertFalse(lu.has_lu_fault("2.17.0a0+git1234"))
+            # A release with the fix keeps torch.linalg.solve.
+            lu._LU_FIXED_IN = "0.1"
+            unchanged = lu.edit(_stack.PARAMETRIZATIONS, before[_stack.PARAMETRIZATIONS])
+            self.assertEqual(unchanged, before[_stack.PARAMETRIZATIONS])
+        finally:
+            lu._LU_FIXED_IN = saved
+
+    def test_not_in_upstream_series(self):
+        self.assertNotIn("_solve(", _upstream.build_diff())
+        self.assertNotIn("cayley-batched-lu", [p.name for p in _stack.upstream_patches()])
 
 
 class TestBlockChecks(TestCase):

@@ -125,33 +125,6 @@ class TestNNParametrization(NNTestCase):
             copy(x)[0].sum().backward()
             self.assertIsNotNone(copy.parametrizations.weight_hh_l0.original.grad)
 
-    @skipIfNoLapack
-    @swap([True, False])
-    def test_orthogonal_cayley_batched_large(self):
-        # Batched LU on CPU with more than one thread has returned wrong values
-        # for batches of matrices of size about 150 and larger.
-        class Batched(nn.Module):
-            def __init__(self, n):
-                super().__init__()
-                self.weight = nn.Parameter(torch.randn(3, n, n) / n)
-
-        threads = torch.get_num_threads()
-        torch.set_num_threads(max(threads, 2))
-        try:
-            for n in (160, 192):
-                m = torch.nn.utils.parametrizations.orthogonal(
-                    Batched(n), orthogonal_map="cayley"
-                )
-                with torch.no_grad():
-                    m.parametrizations.weight.original.normal_(0, 1 / n)
-                Q = m.weight
-                Q.sum().backward()
-                Q = Q.detach()
-                eye = torch.eye(n).expand(3, n, n)
-                self.assertEqual(Q.mT @ Q, eye, atol=1e-4, rtol=0)
-        finally:
-            torch.set_num_threads(threads)
-
     @swap([True, False])
     def test_orthogonal_argument_types(self):
         m = nn.Linear(4, 4)
