@@ -348,6 +348,13 @@ class TestOrthogonalMessages(TestCase):
             """orthogonal: 'weight_ih_l0_reverse' of LSTM stacks 4 gate matrices of shape (5, 3) along dim 0. Without blocks it is constrained as one (20, 3) matrix, and its gate matrices are not orthogonal. Pass blocks=4 for each gate matrix to have orthonormal columns, or blocks=1 to keep the constraint on the whole matrix without this warning.""",
         )
 
+    def test_warning_cells(self):
+        self.assertExpectedInline(
+            self._warning(nn.GRUCell(3, 2), "weight_ih"),
+            """orthogonal: 'weight_ih' of GRUCell stacks 3 gate matrices of shape (2, 3) along dim 0. Without blocks it is constrained as one (6, 3) matrix, and its gate matrices are not orthogonal. Pass blocks=3 for each gate matrix to have orthonormal rows, or blocks=1 to keep the constraint on the whole matrix without this warning.""",
+        )
+        self.assertIn("Pass blocks=4", self._warning(nn.LSTMCell(2, 2), "weight_hh"))
+
     def test_no_warning_for_plain_matrices(self):
         # A non-square matrix that stacks no gates gets orthonormal columns or
         # rows, as orthogonal() documents; that is no reason to warn. nn.RNN
@@ -357,6 +364,7 @@ class TestOrthogonalMessages(TestCase):
             P.orthogonal(nn.Linear(5, 3))
             P.orthogonal(nn.Linear(20, 40))  # the example of torch's docstring
             P.orthogonal(nn.RNN(3, 4), "weight_ih_l0")
+            P.orthogonal(nn.RNNCell(3, 4), "weight_ih")
 
     def test_no_warning(self):
         with warnings.catch_warnings():

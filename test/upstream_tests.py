@@ -158,6 +158,11 @@ class TestNNParametrization(NNTestCase):
             torch.nn.utils.parametrizations.orthogonal(
                 nn.LSTM(3, 4, proj_size=2), "weight_hh_l0"
             )
+        # The cells stack their gates as GRU and LSTM do.
+        with self.assertWarnsRegex(UserWarning, "'weight_hh' of GRUCell.*blocks=3"):
+            torch.nn.utils.parametrizations.orthogonal(nn.GRUCell(4, 4), "weight_hh")
+        with self.assertWarnsRegex(UserWarning, "'weight_ih' of LSTMCell.*blocks=4"):
+            torch.nn.utils.parametrizations.orthogonal(nn.LSTMCell(3, 4), "weight_ih")
         # Matrices that are not stacked gates, and blocks=1, do not warn.
         self.assertNotWarn(
             lambda: torch.nn.utils.parametrizations.orthogonal(nn.Linear(20, 40))
@@ -170,6 +175,16 @@ class TestNNParametrization(NNTestCase):
         self.assertNotWarn(
             lambda: torch.nn.utils.parametrizations.orthogonal(
                 nn.RNN(4, 4), "weight_hh_l0"
+            )
+        )
+        self.assertNotWarn(
+            lambda: torch.nn.utils.parametrizations.orthogonal(
+                nn.RNNCell(4, 4), "weight_hh"
+            )
+        )
+        self.assertNotWarn(
+            lambda: torch.nn.utils.parametrizations.orthogonal(
+                nn.LSTMCell(4, 4), "weight_hh", blocks=4
             )
         )
 
@@ -186,6 +201,10 @@ class TestNNParametrization(NNTestCase):
             orthogonal(nn.GRU(2, 2), "weight_hh_l0", blocks=2)
         with self.assertRaisesRegex(ValueError, "Expected blocks=4"):
             orthogonal(nn.LSTM(2, 2), "weight_ih_l0", blocks=2)
+        with self.assertRaisesRegex(ValueError, "Expected blocks=3"):
+            orthogonal(nn.GRUCell(2, 2), "weight_hh", blocks=2)
+        with self.assertRaisesRegex(ValueError, "Expected blocks=4"):
+            orthogonal(nn.LSTMCell(2, 2), "weight_ih", blocks=2)
 
     @swap([True, False])
     def test_orthogonal_maps_errors(self):
@@ -266,6 +285,16 @@ class TestNNParametrizationDevice(NNTestCase):
                         if not key.endswith(".base")
                     }
                     self.assertEqual(keys_after, keys)
+        # The cells, with tall gates in weight_ih and square ones in weight_hh.
+        for cls, k in ((nn.GRUCell, 3), (nn.LSTMCell, 4)):
+            cell = cls(3, 5).to(device)
+            for name in ("weight_ih", "weight_hh"):
+                orthogonal(cell, name, blocks=k)
+                assert_blocks_orthogonal(getattr(cell, name), k)
+            out = cell(torch.randn(2, 3, device=device))
+            out = out[0] if isinstance(out, tuple) else out
+            out.sum().backward()
+            self.assertIsNotNone(cell.parametrizations.weight_hh.original.grad)
         # Wide blocks have orthonormal rows, with the default map.
         m = orthogonal(nn.Linear(6, 4).to(device), blocks=2)
         assert_blocks_orthogonal(m.weight, 2)
