@@ -27,16 +27,16 @@ class TestNNParametrization(NNTestCase):
     @skipIfNoLapack
     @swap([True, False])
     def test_orthogonal_householder_weight_decay(self):
-        # Weight decay moves the -1 entries of the diagonal of the original
-        # tensor off -1. Each column must keep norm 1 and its sign.
+        # Weight decay moves the entries of the diagonal of the original
+        # tensor off +-1. Each column must keep norm 1 and its sign.
         m = torch.nn.utils.parametrizations.orthogonal(
             nn.Linear(3, 5), orthogonal_map="householder", use_trivialization=False
         )
         X = m.parametrizations.weight.original
         with torch.no_grad():
-            X.diagonal().copy_(torch.tensor([-1.0, 1.0, -1.0]))
+            X.diagonal().copy_(torch.tensor([-1.0, 1.0, 1.0]))
             Q_exact = m.weight.clone()
-            X.diagonal().copy_(torch.tensor([-0.99, 1.0, -0.5]))
+            X.diagonal().copy_(torch.tensor([-0.99, 0.99, 0.5]))
         Q = m.weight.detach()
         self.assertEqual(Q.mT @ Q, torch.eye(3), atol=1e-6, rtol=0)
         self.assertEqual(Q, Q_exact)

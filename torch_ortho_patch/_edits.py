@@ -204,6 +204,24 @@ def insert_stmts(
     return "".join(lines)
 
 
+def replace_comment_above(text: str, path: str, pred: Pred, new: str, what: str) -> str:
+    r"""Replace the comment lines right above one statement of ``path`` by ``new``.
+
+    For a comment whose statement the edit makes false. The comment is the run
+    of ``#`` lines that ends on the line above the statement; it must exist.
+    """
+    node = find_stmt(ast.parse(text), path, pred, what)
+    lines = _lines(text)
+    start = node.lineno - 1
+    while start > 0 and lines[start - 1].lstrip().startswith("#"):
+        start -= 1
+    if start == node.lineno - 1:
+        raise AnchorError(f"Expected a comment above the {what} in {path}.")
+    indent = _leading(lines[node.lineno - 1])
+    lines[start : node.lineno - 1] = _indent(new, indent)
+    return "".join(lines)
+
+
 def replace_expr(text: str, path: str, pred: Pred, new: str, what: str) -> str:
     r"""Replace the source of one expression inside ``path`` by ``new``."""
     node = find_expr(ast.parse(text), path, pred, what)
