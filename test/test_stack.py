@@ -276,6 +276,27 @@ class TestSeries(TestCase):
         for path, (_, new) in _upstream.patched_files().items():
             self.assertEqual((root / path).read_text(encoding="utf-8"), new, path)
 
+    def test_messages(self):
+        # Each message ends with its references and a Test Plan that names the
+        # file its tests land in and selects them with -k.
+        for path, patch in zip(self.series, UPSTREAM, strict=True):
+            text = path.read_text(encoding="utf-8")
+            message = text.split("\n\n", 1)[1].split("\n---\n", 1)[0]
+            for ref in patch.refs:
+                self.assertRegex(ref, r"^(Fixes|See) #\d+$")
+                self.assertIn(f"\n{ref}\n", message)
+            if patch.tests:
+                plan = message.rstrip("\n").rsplit("\n\n", 1)[1]
+                selection = " or ".join(patch.tests)
+                self.assertEqual(
+                    plan,
+                    f'Test Plan:\npython -m pytest {_upstream.NEW_TEST} -k "{selection}"',
+                )
+                for test in patch.tests:
+                    self.assertIn(f"def {test}(", text)
+        blocks = self.series[[p.name for p in UPSTREAM].index("blocks")].read_text()
+        self.assertIn("\nFixes #102740\n", blocks)
+
     def test_squashed_diff_applies(self):
         root = self._tree()
         diff = Path(self.tmp.name) / "squashed.patch"

@@ -71,6 +71,8 @@ class Patch:
             of the diff.
         tests: names of the test methods that come with the patch (in
             ``test/upstream_tests.py``).
+        refs: lines that end the commit message, each ``Fixes #N`` or
+            ``See #N`` for a PyTorch issue that the patch fixes or addresses.
     """
 
     name: str
@@ -80,6 +82,7 @@ class Patch:
     new_files: tuple[str, ...] = ()
     upstream: bool = True
     tests: tuple[str, ...] = field(default=())
+    refs: tuple[str, ...] = field(default=())
 
 
 @functools.cache

@@ -168,7 +168,7 @@ def _stages(torch_src, tests: Path | None) -> list[tuple[Patch, dict[str, str | 
         texts[path] = _read(root / path)
     methods = _test_methods(tests) if tests is not None and tests.is_file() else {}
     upstream_test = _read(root / UPSTREAM_TEST) if torch_src is not None else None
-    test_path = UPSTREAM_TEST if upstream_test is not None else NEW_TEST
+    test_path = _test_file(torch_src)
     texts[test_path] = upstream_test if upstream_test is not None else _read(root / NEW_TEST)
     stages = []
     landed: list[_Method] = []
@@ -186,6 +186,13 @@ def _stages(torch_src, tests: Path | None) -> list[tuple[Patch, dict[str, str | 
                 texts[test_path] = _new_test_file(tests, landed)  # type: ignore[arg-type]
         stages.append((patch, dict(texts)))
     return stages
+
+
+def _test_file(torch_src) -> str:
+    # Where the tests of the series land: upstream's file, when the tree has it.
+    if torch_src is not None and (Path(torch_src) / UPSTREAM_TEST).is_file():
+        return UPSTREAM_TEST
+    return NEW_TEST
 
 
 def _default_tests() -> Path | None:
@@ -264,6 +271,20 @@ class SeriesPatch:
 
     patch: Patch
     diff: str
+    test_file: str = UPSTREAM_TEST
+
+    def message(self) -> str:
+        r"""Return the commit message body: motivation and change, references, Test Plan."""
+        parts = [self.patch.body.strip("\n")]
+        if self.patch.refs:
+            parts.append("\n".join(self.patch.refs))
+        if self.patch.tests:
+            selection = " or ".join(self.patch.tests)
+            parts.append(
+                "Test Plan:\n"
+                f'python -m pytest {self.test_file} -k "{selection}"'
+            )
+        return "\n\n".join(parts) + "\n"
 
     def stat(self) -> list[tuple[str, int, int]]:
         r"""Return ``[(path, insertions, deletions)]``, as ``git diff --stat`` counts."""
@@ -294,7 +315,7 @@ def build_series(torch_src=None, tests=None) -> list[SeriesPatch]:
                 chunks.append(_unified(path, old, new))
         diff = "".join(chunks)
         _check_clean({p: (None, t) for p, t in texts.items() if t is not None})
-        out.append(SeriesPatch(patch, diff))
+        out.append(SeriesPatch(patch, diff, _test_file(torch_src)))
         previous = texts
     return out
 
@@ -312,7 +333,7 @@ def _format_patch(i: int, n: int, item: SeriesPatch, author: str, date: str) -> 
         f"{added} insertion{'s' if added != 1 else ''}(+), "
         f"{deleted} deletion{'s' if deleted != 1 else ''}(-)\n"
     )
-    body = item.patch.body.rstrip("\n") + "\n"
+    body = item.message()
     return (
         "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\n"
         f"From: {author}\n"

@@ -278,4 +278,5 @@ documents for them. blocks=None and blocks=1 give the same values as before.
         "test_orthogonal_blocks_errors",
         "test_orthogonal_rnn_gates_warn",
     ),
+    refs=("Fixes #102740",),
 )

@@ -322,4 +322,5 @@ parametrization without its base. forward computes what it did before.
 """,
     edit=edit,
     tests=("test_orthogonal_maps", "test_orthogonal_maps_errors"),
+    refs=("See #102740",),
 )
