@@ -19,6 +19,11 @@ without its ``test/`` folder leaves the tests out.
 import ast
 import difflib
 import email.utils
+import os
+import re
+import shutil
+import subprocess
+import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +45,6 @@ _CLASSES = {
     "TestNNParametrization": "TestNNParametrization",
     "TestNNParametrizationDevice": "TestNNParametrizationDevice",
 }
-DEFAULT_AUTHOR = "PyTorch contributor <contributor@example.com>"
 
 
 def _root(torch_src) -> Path:
@@ -58,9 +62,22 @@ def _root(torch_src) -> Path:
 def _read(path: Path) -> str | None:
     try:
         with open(path, encoding="utf-8", newline="") as f:
-            return f.read()
+            text = f.read()
     except FileNotFoundError:
         return None
+    if path.suffix == ".py":
+        _check_syntax(path, text)
+    return text
+
+
+def _check_syntax(path: Path, text: str) -> None:
+    # An unparsable file of the tree is reported in one line, with its place.
+    try:
+        compile(text, str(path), "exec", ast.PyCF_ONLY_AST)
+    except SyntaxError as e:
+        raise ValueError(
+            f"Expected a Python file that parses. Got {e.msg} at {path}:{e.lineno}."
+        ) from None
 
 
 # ----------------------------------------------------------------------------
@@ -349,23 +366,95 @@ def _format_patch(i: int, n: int, item: SeriesPatch, author: str, date: str) -> 
     )
 
 
+_AUTHOR = re.compile(r"[^<>@\s][^<>@\r\n]* <[^<>@\s]+@[^<>@\s]+>")
+
+
+def check_author(author) -> str:
+    r"""Return ``author`` if it is ``Name <user@host>`` on one line; raise otherwise."""
+    if not isinstance(author, str):
+        raise TypeError(f"Expected the author to be a str. Got {type(author).__name__}.")
+    if _AUTHOR.fullmatch(author) is None:
+        raise ValueError(f"Expected an author as 'Name <user@host>', on one line. Got {author!r}.")
+    return author
+
+
+def git_author(cwd=None) -> str:
+    r"""Return the user's git identity as ``Name <email>``.
+
+    Raises:
+        ValueError: if git is missing, or ``user.name`` or ``user.email`` is not set.
+    """
+    values = []
+    for key in ("user.name", "user.email"):
+        try:
+            proc = subprocess.run(
+                ["git", "config", key], cwd=cwd, capture_output=True, text=True, check=False
+            )
+        except OSError:
+            proc = None
+        value = proc.stdout.strip() if proc is not None and proc.returncode == 0 else ""
+        if not value:
+            raise ValueError(
+                f"Expected an author: pass --author 'Name <user@host>', or set git's "
+                f"{key}. Got no {key}."
+            )
+        values.append(value)
+    return check_author(f"{values[0]} <{values[1]}>")
+
+
 def write_series(
-    directory, torch_src=None, tests=None, author: str = DEFAULT_AUTHOR
+    directory, torch_src=None, tests=None, author: str | None = None, force: bool = False
 ) -> list[Path]:
     r"""Write the series to ``directory`` as ``0001-<name>.patch``, ... and return the paths.
 
     Each file is in ``git format-patch`` form: a subject and a body for the
     reviewer, a diffstat and the diff. Apply them in order with ``git am`` (or
     ``git apply``) at the root of the PyTorch tree they were made from.
-    """
-    series = build_series(torch_src, tests)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    date = email.utils.formatdate(usegmt=True)
-    paths = []
-    for i, item in enumerate(series, 1):
-        path = directory / f"{i:04d}-{item.patch.name}.patch"
-        path.write_text(_format_patch(i, len(series), item, author, date), encoding="utf-8")
-        paths.append(path)
-    return paths
 
+    Args:
+        author (str, optional): ``Name <user@host>``. Default: the user's git
+            identity (``git config user.name`` and ``user.email``).
+        force (bool, optional): write into a ``directory`` that is not empty,
+            removing the ``*.patch`` files it has first. Default: ``False``.
+
+    Raises:
+        ValueError: if ``author`` is malformed or there is none, or if
+            ``directory`` is not empty and ``force`` is not set.
+
+    The series is written to a temporary directory beside ``directory`` and
+    moved in place once complete, so a failure leaves no partial series.
+    """
+    author = check_author(author) if author is not None else git_author()
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"Expected a directory for the series. Got the file {str(directory)!r}.")
+    if directory.is_dir() and any(directory.iterdir()) and not force:
+        raise ValueError(
+            f"Expected an empty or new directory for the series. Got {str(directory)!r}, "
+            "which is not empty (pass --force to replace the *.patch files in it)."
+        )
+    series = build_series(torch_src, tests)
+    date = email.utils.formatdate(usegmt=True)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    names = [f"{i:04d}-{item.patch.name}.patch" for i, item in enumerate(series, 1)]
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0o700 is for the staging only
+    try:
+        for i, (name, item) in enumerate(zip(names, series, strict=True), 1):
+            text = _format_patch(i, len(series), item, author, date)
+            (staging / name).write_text(text, encoding="utf-8")
+        if directory.is_dir():
+            for old in directory.glob("*.patch"):
+                old.unlink()
+        if not directory.exists() or not any(directory.iterdir()):
+            # An empty directory is replaced whole, in one rename.
+            os.replace(staging, directory)
+        else:
+            # Other files stay: the patches move in one by one, each atomically.
+            for name in names:
+                os.replace(staging / name, directory / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [directory / name for name in names]
