@@ -322,6 +322,34 @@ class TestSeries(TestCase):
     # false, counted, each patch saying so in its message.
     STALE_COMMENTS = {"householder-sign": 2}
 
+    # Patches whose added lines under torch/ still carry what the next test
+    # forbids, with the reason. The test fails once they are clean, so that the
+    # entry goes too.
+    KNOWN_MEASUREMENTS = {
+        "skew-matrix-exp": "its Notes quote timings; issue 16 rewrites the patch",
+    }
+
+    def test_comments_carry_no_measurements(self):
+        # Timings, machine sizes and "not measured yet" belong in commit messages
+        # and the RFC, not in torch/; issues are cited by their full URL.
+        bad = re.compile(
+            r"\d\s*(ms|us|µs|s)\b|not (been )?measured|\b\d+ (cores|threads)\b"
+            r"|(?<!/)pytorch#\d|(?<![\w/])#\d{4,}"
+        )
+        found: dict = {}
+        for item in _upstream.build_series():
+            for chunk in item.diff.split("diff --git ")[1:]:
+                path = chunk.split(" b/", 1)[1].split("\n", 1)[0]
+                if not path.startswith("torch/"):
+                    continue
+                for line in chunk.splitlines():
+                    if line.startswith("+") and not line.startswith("+++") and bad.search(line):
+                        found.setdefault(item.patch.name, []).append(line)
+        for name in self.KNOWN_MEASUREMENTS:
+            self.assertIn(name, found, f"{name} is clean now: drop it from KNOWN_MEASUREMENTS")
+            del found[name]
+        self.assertEqual(found, {})
+
     def test_removed_comment_and_docstring_lines(self):
         # No upstream comment or docstring line goes unless its statement became
         # false; a line that moves (it is added back in the same patch) stays.
