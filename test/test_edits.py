@@ -91,13 +91,27 @@ class C:
 
     def test_ensure_import(self):
         text = "# comment\nfrom enum import Enum\n\nimport torch\n"
+        # usort puts the plain imports of a category before its from-imports.
         self.assertEqual(
             E.ensure_import(text, "warnings"),
-            "# comment\nfrom enum import Enum\nimport warnings\n\nimport torch\n",
+            "# comment\nimport warnings\nfrom enum import Enum\n\nimport torch\n",
         )
         self.assertEqual(
             E.ensure_import(text, "abc"),
             "# comment\nimport abc\nfrom enum import Enum\n\nimport torch\n",
+        )
+        text = "import math\nimport weakref\nfrom typing import Any\n\nimport torch\n"
+        self.assertEqual(
+            E.ensure_import(text, "copy"),
+            "import copy\nimport math\nimport weakref\nfrom typing import Any\n\nimport torch\n",
+        )
+        self.assertEqual(
+            E.ensure_import(text, "warnings"),
+            "import math\nimport warnings\nimport weakref\nfrom typing import Any\n\nimport torch\n",
+        )
+        self.assertEqual(
+            E.ensure_import(text, "zipfile"),
+            "import math\nimport weakref\nimport zipfile\nfrom typing import Any\n\nimport torch\n",
         )
         self.assertEqual(E.ensure_import("import warnings\n", "warnings"), "import warnings\n")
 

@@ -481,10 +481,15 @@ def ensure_import(text: str, module: str) -> str:
     ]
     lines = _lines(text)
     if stdlib:
-        before = [n for n in stdlib if _import_name(n) > module]
-        at = before[0].lineno - 1 if before and before[0] is stdlib[0] else stdlib[-1].end_lineno
-        if before and before[0] is not stdlib[0]:
-            at = before[0].lineno - 1
+        # usort's order: the plain imports by name, then the from-imports.
+        plain = [n for n in stdlib if isinstance(n, ast.Import)]
+        after = [n for n in plain if _import_name(n) > module]
+        if after:
+            at = after[0].lineno - 1
+        elif plain:
+            at = plain[-1].end_lineno  # type: ignore[assignment]
+        else:
+            at = stdlib[0].lineno - 1
         lines[at:at] = [f"import {module}\n"]
     elif imports:
         at = imports[0].lineno - 1

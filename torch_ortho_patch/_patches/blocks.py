@@ -60,7 +60,7 @@ def _check_blocks(module: Module | None, name: str, weight: Tensor, blocks) -> i
             else:
                 each = f"have orthonormal {'columns' if n > m else 'rows'}"
             warnings.warn(
-                f"orthogonal: '{name}' of {type(module).__name__} stacks {gates} "
+                f"orthogonal: {name!r} of {type(module).__name__} stacks {gates} "
                 f"gate matrices of shape {(n, m)} along dim 0. Without blocks it "
                 f"is constrained as one {tuple(weight.shape)} matrix, and its gate "
                 f"matrices are not orthogonal. Pass blocks={gates} for each gate matrix "
@@ -83,11 +83,11 @@ def _check_blocks(module: Module | None, name: str, weight: Tensor, blocks) -> i
     if blocks < 1 or rows % blocks != 0:
         raise ValueError(
             "Expected blocks to be a positive divisor of the number of rows "
-            f"(dim -2) of '{name}', {rows}. Got blocks={blocks}."
+            f"(dim -2) of {name!r}, {rows}. Got blocks={blocks}."
         )
     if gates > 1 and blocks not in (1, gates):
         raise ValueError(
-            f"Expected blocks={gates} (or blocks=1) for '{name}' of "
+            f"Expected blocks={gates} (or blocks=1) for {name!r} of "
             f"{type(module).__name__}, which stacks {gates} gate matrices. "
             f"Got blocks={blocks}."
         )
