@@ -170,6 +170,31 @@ class TestTorchSrc(TestCase):
             series = _upstream.build_series(root)
             self.assertIn("docs/source/nn.md", series[[p.patch.name for p in series].index("public-maps")].diff)
 
+    def test_docs_hunk_for_nn_rst(self):
+        # Older trees keep the nn page as reStructuredText; the public maps join
+        # its autosummary the same way. A tree with neither page gets no hunk.
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            for path in (_stack.PARAMETRIZATIONS, _stack.RNN):
+                (root / path).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(_stack.installed_root() / path, root / path)
+            self.assertIsNone(_upstream.docs_file(root))
+            self.assertFalse(any(p.startswith("docs/") for p in _upstream.patched_files(root)))
+            docs = root / "docs/source/nn.rst"
+            docs.parent.mkdir(parents=True)
+            docs.write_text(
+                ".. autosummary::\n    :toctree: generated\n    :nosignatures:\n\n"
+                "    parametrizations.orthogonal\n    parametrizations.weight_norm\n"
+            )
+            self.assertEqual(_upstream.docs_file(root), "docs/source/nn.rst")
+            new = _upstream.patched_files(root)["docs/source/nn.rst"][1]
+            self.assertIn(
+                "    parametrizations.orthogonal\n    parametrizations.orthogonal_map\n"
+                "    parametrizations.matrix_exp_map\n    parametrizations.cayley_map\n"
+                "    parametrizations.householder_map\n    parametrizations.weight_norm\n",
+                new,
+            )
+
     def test_not_a_source_tree(self):
         with self.assertRaisesRegex(ValueError, "Expected a PyTorch source tree"):
             _upstream.build_diff("/nonexistent")

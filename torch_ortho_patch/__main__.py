@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             commands["run"].error("expected either SCRIPT or -m MODULE")
         return _run(ns.script, ns.module, rest)
     if ns.command == "diff":
-        from ._upstream import build_diff, write_series
+        from ._upstream import build_diff, DOCS, docs_file, write_series
 
         if ns.stack is None and (ns.author is not None or ns.force):
             commands["diff"].error("--author and --force need --stack")
@@ -289,6 +289,13 @@ def main(argv: list[str] | None = None) -> int:
                     ns.stack, ns.torch_src, author=ns.author, force=ns.force
                 )
                 patch = "".join(f"{path}\n" for path in paths)
+            if docs_file(ns.torch_src) is None:
+                where = ns.torch_src if ns.torch_src is not None else "the installed torch"
+                print(
+                    f"{_PROG} diff: note: {where} has neither {' nor '.join(DOCS)}; the "
+                    "series leaves out the docs entries of the new public functions",
+                    file=sys.stderr,
+                )
         except (OSError, ValueError, RuntimeError) as e:
             parser.exit(2, f"{_PROG} diff: error: {e}\n")
         sys.stdout.write(patch)

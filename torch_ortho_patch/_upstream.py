@@ -169,12 +169,25 @@ def _add_to_upstream_test(text: str, methods: list[_Method]) -> str:
 # Files
 
 
+def docs_file(torch_src) -> str | None:
+    r"""Return the nn docs page of the tree that the series amends, or ``None``.
+
+    The public maps join its autosummary: ``docs/source/nn.md`` or, in older
+    trees, ``docs/source/nn.rst``. The installed torch has no docs.
+    """
+    if torch_src is None:
+        return None
+    root = _root(torch_src)
+    return next((p for p in DOCS if (root / p).is_file()), None)
+
+
 def _stages(torch_src, tests: Path | None) -> list[tuple[Patch, dict[str, str | None]]]:
     r"""Return the texts after each upstream patch, the unchanged texts first."""
     root = _root(torch_src)
     paths = [PARAMETRIZATIONS, RNN]
-    if torch_src is not None:
-        paths += [p for p in DOCS if (root / p).is_file()][:1]
+    docs = docs_file(torch_src)
+    if docs is not None:
+        paths.append(docs)
     texts: dict[str, str | None] = {p: _read(root / p) for p in paths}
     for path in (PARAMETRIZATIONS, RNN):
         if texts[path] is None:

@@ -120,12 +120,16 @@ blocks (int, optional): number of matrices stacked along dimension `-2`,
     Default: ``None``, the tensor is one matrix (or a batch of them).
 """
 
-_WARNS = """\
-Warns:
-    UserWarning: if ``blocks`` is not given for a gate weight of
-    :class:`~torch.nn.GRU`, :class:`~torch.nn.LSTM`, :class:`~torch.nn.GRUCell`
-    or :class:`~torch.nn.LSTMCell`, which stacks the matrices of several gates.
+_WARNING = """\
+.. warning::
+    For a gate weight of :class:`~torch.nn.GRU`, :class:`~torch.nn.LSTM`,
+    :class:`~torch.nn.GRUCell` or :class:`~torch.nn.LSTMCell` that is given no
+    ``blocks``, this function warns with a :class:`UserWarning`: the weight
+    stacks the matrices of several gates, and none of them becomes orthogonal.
+    Pass ``blocks`` with the number of gates to constrain each gate, or
+    ``blocks=1`` to constrain the stacked matrix as a whole.
 """
+
 
 _EXAMPLE = """\
 >>> gru = orthogonal(nn.GRU(8, 8), "weight_hh_l0", blocks=3)
@@ -219,18 +223,18 @@ def edit(path, text):
         """,
         "construction of _Orthogonal",
     )
-    # The docstring: a paragraph, an argument, a Warns section and an example.
+    # The docstring: a paragraph and a warning, an argument and an example.
     text = E.docstring_insert(
         text, "orthogonal", _PARAGRAPH, before=lambda s: s.startswith(".. note::"),
         what="a note",
     )
     text = E.docstring_insert(
-        text, "orthogonal", _ARG_DOC, before=lambda s: s == "Returns:",
-        what="a Returns section", skip_blank_back=True, relative="    ",
+        text, "orthogonal", _WARNING, before=lambda s: s.startswith(".. note::"),
+        what="a note",
     )
     text = E.docstring_insert(
-        text, "orthogonal", _WARNS, before=lambda s: s.startswith("Example::"),
-        what="an Example section", skip_blank_back=True, blank_before=True,
+        text, "orthogonal", _ARG_DOC, before=lambda s: s == "Returns:",
+        what="a Returns section", skip_blank_back=True, relative="    ",
     )
     text = E.docstring_insert(
         text, "orthogonal", _EXAMPLE, before=lambda s: s in ('"""', "'''"),
