@@ -241,7 +241,7 @@ def _move_maps(text):
         for line in _HEADER.splitlines(keepends=True)
     ]
     method += moved_lines
-    method.append(f"{indent}return Q  # type: ignore[possibly-undefined]\n")
+    method.append(f"{indent}return Q\n")
     lines[stmt.lineno - 1 : stmt.end_lineno] = [
         f"{indent}Q = self._map(X, self.orthogonal_map)\n"
     ]
