@@ -12,6 +12,7 @@ from copy import deepcopy
 import torch
 import torch.nn as nn
 import torch.nn.utils.parametrize as parametrize
+from torch.__future__ import get_swap_module_params_on_conversion
 from torch.testing._internal.common_device_type import instantiate_device_type_tests
 from torch.testing._internal.common_nn import NNTestCase
 from torch.testing._internal.common_utils import (
@@ -74,9 +75,18 @@ class TestNNParametrization(NNTestCase):
                 self.assertEqual(Q.mT @ Q, torch.eye(k), atol=1e-5, rtol=0)
                 parametrize.remove_parametrizations(m, "weight")
 
-    # RNNs hold weak references to their weights, which swap_tensors refuses.
-    @swap([False])
+    @swap([True, False])
     def test_rnn_parametrized_weight_read_once(self):
+        if get_swap_module_params_on_conversion():
+            # swap_tensors refuses a tensor that has weak references, and RNNBase
+            # keeps weak references to its weights, so parametrizing one fails on
+            # the swap path (https://github.com/pytorch/pytorch/issues/186796).
+            with self.assertRaisesRegex(RuntimeError, "has weakref associated"):
+                parametrize.register_parametrization(
+                    nn.GRU(2, 2), "weight_hh_l0", nn.Identity()
+                )
+            return
+
         class Counting(nn.Module):
             def __init__(self):
                 super().__init__()
@@ -104,9 +114,18 @@ class TestNNParametrization(NNTestCase):
                 rnn.parametrizations.weight_hh_l0.original.zero_()
             self.assertNotEqual(rnn(x)[0], expected)
 
-    # RNNs hold weak references to their weights, which swap_tensors refuses.
-    @swap([False])
+    @swap([True, False])
     def test_rnn_deepcopy_after_forward(self):
+        if get_swap_module_params_on_conversion():
+            # swap_tensors refuses a tensor that has weak references, and RNNBase
+            # keeps weak references to its weights, so parametrizing one fails on
+            # the swap path (https://github.com/pytorch/pytorch/issues/186796).
+            with self.assertRaisesRegex(RuntimeError, "has weakref associated"):
+                parametrize.register_parametrization(
+                    nn.GRU(2, 2), "weight_hh_l0", nn.Identity()
+                )
+            return
+
         class Double(nn.Module):
             def forward(self, X):
                 return 2 * X
@@ -149,9 +168,18 @@ class TestNNParametrization(NNTestCase):
         Q.sum().backward()
         self.assertEqual(Q.detach().mT @ Q.detach(), torch.eye(4), atol=1e-5, rtol=0)
 
-    # RNNs hold weak references to their weights, which swap_tensors refuses.
-    @swap([False])
+    @skipIfNoLapack
+    @swap([True, False])
     def test_orthogonal_rnn_gates_warn(self):
+        if get_swap_module_params_on_conversion():
+            # swap_tensors refuses a tensor that has weak references, and RNNBase
+            # keeps weak references to its weights, so parametrizing one fails on
+            # the swap path (https://github.com/pytorch/pytorch/issues/186796).
+            with self.assertRaisesRegex(RuntimeError, "has weakref associated"):
+                parametrize.register_parametrization(
+                    nn.GRU(2, 2), "weight_hh_l0", nn.Identity()
+                )
+            return
         with self.assertWarnsRegex(UserWarning, "Pass blocks=3"):
             torch.nn.utils.parametrizations.orthogonal(nn.GRU(4, 4), "weight_hh_l0")
         with self.assertWarnsRegex(UserWarning, "have orthonormal columns"):
@@ -241,9 +269,18 @@ class TestNNParametrization(NNTestCase):
 
 
 class TestNNParametrizationDevice(NNTestCase):
-    # RNNs hold weak references to their weights, which swap_tensors refuses.
-    @swap([False])
+    @skipIfNoLapack
+    @swap([True, False])
     def test_orthogonal_blocks(self, device):
+        if get_swap_module_params_on_conversion():
+            # swap_tensors refuses a tensor that has weak references, and RNNBase
+            # keeps weak references to its weights, so parametrizing one fails on
+            # the swap path (https://github.com/pytorch/pytorch/issues/186796).
+            with self.assertRaisesRegex(RuntimeError, "has weakref associated"):
+                parametrize.register_parametrization(
+                    nn.GRU(2, 2), "weight_hh_l0", nn.Identity()
+                )
+            return
         orthogonal = torch.nn.utils.parametrizations.orthogonal
 
         def assert_blocks_orthogonal(W, k):
@@ -305,6 +342,7 @@ class TestNNParametrizationDevice(NNTestCase):
         b = orthogonal(nn.Linear(3, 6).to(device), blocks=1).weight
         self.assertEqual(a, b, atol=0, rtol=0)
 
+    @skipIfNoLapack
     @swap([True, False])
     def test_orthogonal_maps(self, device):
         P = torch.nn.utils.parametrizations
@@ -331,9 +369,18 @@ class TestNNParametrizationDevice(NNTestCase):
             expected = torch.cat([fn(B) for B in X.split(4, dim=-2)], dim=-2)
             self.assertEqual(P.orthogonal_map(X, name, blocks=3), expected)
 
-    # RNNs hold weak references to their weights, which swap_tensors refuses.
-    @swap([False])
+    @skipIfNoLapack
+    @swap([True, False])
     def test_orthogonal_half_precision(self, device):
+        if get_swap_module_params_on_conversion():
+            # swap_tensors refuses a tensor that has weak references, and RNNBase
+            # keeps weak references to its weights, so parametrizing one fails on
+            # the swap path (https://github.com/pytorch/pytorch/issues/186796).
+            with self.assertRaisesRegex(RuntimeError, "has weakref associated"):
+                parametrize.register_parametrization(
+                    nn.GRU(2, 2), "weight_hh_l0", nn.Identity()
+                )
+            return
         P = torch.nn.utils.parametrizations
         for dtype in (torch.float16, torch.bfloat16):
             for orthogonal_map in ("matrix_exp", "cayley", "householder"):
