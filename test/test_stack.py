@@ -22,6 +22,7 @@ import unittest
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
 import torch.nn.utils.parametrizations as P
 from torch.nn.modules.rnn import RNNBase
 from torch.testing._internal.common_device_type import instantiate_device_type_tests
@@ -296,6 +297,16 @@ class TestSeries(TestCase):
                     self.assertIn(f"def {test}(", text)
         blocks = self.series[[p.name for p in UPSTREAM].index("blocks")].read_text()
         self.assertIn("\nFixes #102740\n", blocks)
+
+    @unittest.skipUnless(
+        torch.__version__.split("+")[0] == "2.13.0",
+        "RFC.md gives the sizes against torch 2.13.0's files",
+    )
+    def test_rfc_size_table(self):
+        # The RFC's table of the stack is the one generated from the series.
+        rfc = Path(__file__).parent.parent / "RFC.md"
+        table = _upstream.size_table(_upstream.build_series())
+        self.assertIn(table, rfc.read_text(encoding="utf-8"))
 
     def test_squashed_diff_applies(self):
         root = self._tree()

@@ -350,6 +350,22 @@ def build_series(torch_src=None, tests=None) -> list[SeriesPatch]:
     return out
 
 
+def size_table(series: list[SeriesPatch]) -> str:
+    r"""Return the series as a Markdown table: number, name, subject, size, tests.
+
+    The RFC's table of the stack is this table, for torch 2.13.0's files.
+    """
+    rows = ["| # | patch | subject | size | tests |", "|---|---|---|---|---|"]
+    for i, item in enumerate(series, 1):
+        stat = item.stat()
+        plus, minus = sum(a for _, a, _ in stat), sum(d for _, _, d in stat)
+        tests = ", ".join(f"`{t}`" for t in item.patch.tests) or "none"
+        rows.append(
+            f"| {i} | {item.patch.name} | {item.patch.subject} | +{plus} -{minus} | {tests} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
 def _format_patch(i: int, n: int, item: SeriesPatch, author: str, date: str) -> str:
     stat = item.stat()
     width = max((len(p) for p, _, _ in stat), default=0)
