@@ -272,9 +272,10 @@ computation, the base of the trivialization gets shape (..., k, N, N) and the
 state dict keeps its keys. The default map is chosen from the shape of one
 block. For a gate weight of GRU, LSTM, GRUCell or LSTMCell, blocks must
 match the number of gates (or be 1), and leaving it out warns, naming the
-argument that fixes it;
-other tensors do not warn, since orthonormal columns are what orthogonal()
-documents for them. blocks=None and blocks=1 give the same values as before.
+argument that fixes it; other tensors do not warn, since orthonormal columns
+are what orthogonal() documents for them. blocks=None and blocks=1 give the
+same values as before. The docstring documents the warning as a
+.. warning::.
 """,
     edit=edit,
     tests=(
