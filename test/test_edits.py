@@ -149,6 +149,13 @@ class TestTorchSrc(TestCase):
             docs = root / "docs/source/nn.md"
             docs.parent.mkdir(parents=True)
             docs.write_text("```{autosummary}\n    parametrizations.orthogonal\n    parametrizations.spectral_norm\n```\n")
+            nn_test = root / _upstream.UPSTREAM_NN_TEST
+            nn_test.parent.mkdir(parents=True)
+            nn_test.write_text(
+                "import torch\n\n\nclass TestNN(NNTestCase):\n"
+                "    def test_c(self):\n        pass\n\n\n"
+                'if __name__ == "__main__":\n    run_tests()\n'
+            )
             test = root / _upstream.UPSTREAM_TEST
             test.parent.mkdir(parents=True)
             test.write_text(
@@ -167,7 +174,19 @@ class TestTorchSrc(TestCase):
             self.assertIn("test_orthogonal_blocks", classes["TestNNParametrizationDevice"])
             self.assertIn("test_orthogonal_householder_weight_decay", classes["TestNNParametrization"])
             self.assertEqual(classes["TestNNParametrization"][0], "test_a")
+            # The tests of RNNBase join TestNN in test/test_nn.py.
+            nn_new = ast.parse(files[_upstream.UPSTREAM_NN_TEST][1])
+            nn_classes = {n.name: [m.name for m in n.body if isinstance(m, ast.FunctionDef)] for n in nn_new.body if isinstance(n, ast.ClassDef)}
+            self.assertEqual(
+                nn_classes["TestNN"],
+                ["test_c", "test_rnn_parametrized_weight_read_once", "test_rnn_deepcopy_after_forward"],
+            )
+            self.assertNotIn("test_rnn_deepcopy_after_forward", classes["TestNNParametrization"])
+            self.assertNotIn(_upstream.NEW_NN_TEST, files)
             series = _upstream.build_series(root)
+            names = [p.patch.name for p in series]
+            self.assertEqual(series[names.index("rnn-deepcopy")].test_file, _upstream.UPSTREAM_NN_TEST)
+            self.assertEqual(series[names.index("blocks")].test_file, _upstream.UPSTREAM_TEST)
             self.assertIn("docs/source/nn.md", series[[p.patch.name for p in series].index("public-maps")].diff)
 
     def test_docs_hunk_for_nn_rst(self):

@@ -73,6 +73,7 @@ TestUpstreamTestsPatched = _installed(U.TestNNParametrization, "TestUpstreamTest
 TestUpstreamTestsPatchedDevice = _installed(
     U.TestNNParametrizationDevice, "TestUpstreamTestsPatchedDevice"
 )
+TestUpstreamTestsPatchedNN = _installed(U.TestNN, "TestUpstreamTestsPatchedNN")
 
 
 @contextmanager
@@ -108,6 +109,7 @@ def built_in(stack):
 _STEP_CLASSES: dict = {
     "_StepTests": instantiate_parametrized_tests(_copy(U.TestNNParametrization, "_StepTests")),
     "_StepTestsDevice": _copy(U.TestNNParametrizationDevice, "_StepTestsDevice"),
+    "_StepTestsNN": instantiate_parametrized_tests(_copy(U.TestNN, "_StepTestsNN")),
 }
 instantiate_device_type_tests(_STEP_CLASSES["_StepTestsDevice"], _STEP_CLASSES, only_for=("cpu",))
 
@@ -178,7 +180,7 @@ class TestStack(TestCase):
         named = {t for patch in UPSTREAM for t in patch.tests}
         defined = {
             n
-            for cls in (U.TestNNParametrization, U.TestNNParametrizationDevice)
+            for cls in (U.TestNNParametrization, U.TestNNParametrizationDevice, U.TestNN)
             for n in vars(cls)
             if n.startswith("test_")
         }
@@ -289,9 +291,11 @@ class TestSeries(TestCase):
             if patch.tests:
                 plan = message.rstrip("\n").rsplit("\n\n", 1)[1]
                 selection = " or ".join(patch.tests)
+                # RNNBase's tests go where upstream keeps them, beside TestNN's.
+                rnn = patch.name in ("rnn-read-once", "rnn-deepcopy")
+                where = _upstream.NEW_NN_TEST if rnn else _upstream.NEW_TEST
                 self.assertEqual(
-                    plan,
-                    f'Test Plan:\npython -m pytest {_upstream.NEW_TEST} -k "{selection}"',
+                    plan, f'Test Plan:\npython -m pytest {where} -k "{selection}"'
                 )
                 for test in patch.tests:
                     self.assertIn(f"def {test}(", text)
@@ -438,6 +442,7 @@ class TestLint(TestCase):
 
 
 instantiate_parametrized_tests(TestUpstreamTestsPatched)
+instantiate_parametrized_tests(TestUpstreamTestsPatchedNN)
 instantiate_parametrized_tests(TestStack)
 instantiate_device_type_tests(
     TestUpstreamTestsPatchedDevice, globals(), only_for=("cpu", "cuda")

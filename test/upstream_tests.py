@@ -1,7 +1,8 @@
 # Owner(s): ["module: nn"]
 # The tests that the upstream stack adds to PyTorch's
 # test/nn/test_parametrization.py: the methods of TestNNParametrization go into
-# that class, those of TestNNParametrizationDevice into the device-generic one.
+# that class, those of TestNNParametrizationDevice into the device-generic one,
+# and those of TestNN, which test RNNBase, into TestNN of test/test_nn.py.
 # Each patch of torch_ortho_patch._patches names its methods. They use only the
 # names imported below, which upstream's test file imports too, and refer to
 # the functions under test as torch.nn.utils.parametrizations.<name>, as that
@@ -74,75 +75,6 @@ class TestNNParametrization(NNTestCase):
                 Q = Q.mT if shape[0] < shape[1] else Q
                 self.assertEqual(Q.mT @ Q, torch.eye(k), atol=1e-5, rtol=0)
                 parametrize.remove_parametrizations(m, "weight")
-
-    @swap([True, False])
-    def test_rnn_parametrized_weight_read_once(self):
-        if get_swap_module_params_on_conversion():
-            # swap_tensors refuses a tensor that has weak references, and RNNBase
-            # keeps weak references to its weights, so parametrizing one fails on
-            # the swap path (https://github.com/pytorch/pytorch/issues/186796).
-            with self.assertRaisesRegex(RuntimeError, "has weakref associated"):
-                parametrize.register_parametrization(
-                    nn.GRU(2, 2), "weight_hh_l0", nn.Identity()
-                )
-            return
-
-        class Counting(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.calls = 0
-
-            def forward(self, X):
-                self.calls += 1
-                return 2 * X
-
-        x = torch.randn(5, 2, 3)
-        for cls in (nn.RNN, nn.GRU, nn.LSTM):
-            rnn = cls(3, 4)
-            expected = rnn(x)[0]
-            with torch.no_grad():
-                rnn.weight_hh_l0.div_(2)
-            counting = Counting()
-            parametrize.register_parametrization(rnn, "weight_hh_l0", counting)
-            for _ in range(2):
-                counting.calls = 0
-                out = rnn(x)[0]
-                self.assertEqual(counting.calls, 1)
-                self.assertEqual(out, expected)
-            # A change of the original is seen by the next forward.
-            with torch.no_grad():
-                rnn.parametrizations.weight_hh_l0.original.zero_()
-            self.assertNotEqual(rnn(x)[0], expected)
-
-    @swap([True, False])
-    def test_rnn_deepcopy_after_forward(self):
-        if get_swap_module_params_on_conversion():
-            # swap_tensors refuses a tensor that has weak references, and RNNBase
-            # keeps weak references to its weights, so parametrizing one fails on
-            # the swap path (https://github.com/pytorch/pytorch/issues/186796).
-            with self.assertRaisesRegex(RuntimeError, "has weakref associated"):
-                parametrize.register_parametrization(
-                    nn.GRU(2, 2), "weight_hh_l0", nn.Identity()
-                )
-            return
-
-        class Double(nn.Module):
-            def forward(self, X):
-                return 2 * X
-
-        x = torch.randn(5, 2, 3)
-        for cls in (nn.RNN, nn.GRU, nn.LSTM):
-            rnn = cls(3, 4)
-            parametrize.register_parametrization(rnn, "weight_hh_l0", Double())
-            rnn(x)[0].sum().backward()
-            copy = deepcopy(rnn)
-            self.assertEqual(copy(x)[0], rnn(x)[0])
-            # The copy computes with its own weights.
-            with torch.no_grad():
-                copy.parametrizations.weight_hh_l0.original.zero_()
-            self.assertNotEqual(copy(x)[0], rnn(x)[0])
-            copy(x)[0].sum().backward()
-            self.assertIsNotNone(copy.parametrizations.weight_hh_l0.original.grad)
 
     @swap([True, False])
     def test_orthogonal_argument_types(self):
@@ -401,10 +333,65 @@ class TestNNParametrizationDevice(NNTestCase):
             self.assertEqual(Q, P.matrix_exp_map(X.float()).to(dtype))
 
 
+class TestNN(NNTestCase):
+    # Tests of RNNBase, which upstream keeps in test/test_nn.py.
+    def test_rnn_parametrized_weight_read_once(self):
+        class Counting(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.calls = 0
+
+            def forward(self, X):
+                self.calls += 1
+                return 2 * X
+
+        x = torch.randn(5, 2, 3)
+        for cls in (nn.RNN, nn.GRU, nn.LSTM):
+            rnn = cls(3, 4)
+            expected = rnn(x)[0]
+            with torch.no_grad():
+                rnn.weight_hh_l0.div_(2)
+            counting = Counting()
+            torch.nn.utils.parametrize.register_parametrization(
+                rnn, "weight_hh_l0", counting
+            )
+            for _ in range(2):
+                counting.calls = 0
+                out = rnn(x)[0]
+                self.assertEqual(counting.calls, 1)
+                self.assertEqual(out, expected)
+            # A change of the original is seen by the next forward.
+            with torch.no_grad():
+                rnn.parametrizations.weight_hh_l0.original.zero_()
+            self.assertNotEqual(rnn(x)[0], expected)
+
+    def test_rnn_deepcopy_after_forward(self):
+        class Double(nn.Module):
+            def forward(self, X):
+                return 2 * X
+
+        x = torch.randn(5, 2, 3)
+        for cls in (nn.RNN, nn.GRU, nn.LSTM):
+            rnn = cls(3, 4)
+            torch.nn.utils.parametrize.register_parametrization(
+                rnn, "weight_hh_l0", Double()
+            )
+            rnn(x)[0].sum().backward()
+            copy = deepcopy(rnn)
+            self.assertEqual(copy(x)[0], rnn(x)[0])
+            # The copy computes with its own weights.
+            with torch.no_grad():
+                copy.parametrizations.weight_hh_l0.original.zero_()
+            self.assertNotEqual(copy(x)[0], rnn(x)[0])
+            copy(x)[0].sum().backward()
+            self.assertIsNotNone(copy.parametrizations.weight_hh_l0.original.grad)
+
+
 if __name__ == "__main__":
     # test_stack.py instantiates these classes where it runs them.
     instantiate_device_type_tests(
         TestNNParametrizationDevice, globals(), only_for=("cpu", "cuda")
     )
     instantiate_parametrized_tests(TestNNParametrization)
+    instantiate_parametrized_tests(TestNN)
     run_tests()

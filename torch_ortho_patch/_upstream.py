@@ -11,8 +11,10 @@ PyTorch's text is stored in this package. See Note [Amend, don't replace] in
 
 Tests: each patch names the test methods that come with it, in this
 repository's ``test/upstream_tests.py``. With ``torch_src``, they are added to
-the classes of ``test/nn/test_parametrization.py``; without it, to a new file
-:data:`NEW_TEST` (the installed torch has no tests). A package installed
+the classes where upstream keeps such tests: those of
+``test/nn/test_parametrization.py``, and ``TestNN`` of ``test/test_nn.py`` for
+the tests of ``RNNBase``; without it, to new files, :data:`NEW_TEST` and
+:data:`NEW_NN_TEST` (the installed torch has no tests). A package installed
 without its ``test/`` folder leaves the tests out.
 """
 
@@ -36,14 +38,36 @@ __all__ = ["build_diff", "build_series", "patched_files", "write_series"]
 
 UPSTREAM_TEST = "test/nn/test_parametrization.py"
 NEW_TEST = "test/nn/test_parametrization_orthogonal.py"
+UPSTREAM_NN_TEST = "test/test_nn.py"
+NEW_NN_TEST = "test/nn/test_rnn_parametrized.py"
 DOCS = ("docs/source/nn.md", "docs/source/nn.rst")
 _OURS = "torch_ortho_patch"
 _REPO = Path(__file__).parent.parent
 _TESTS = _REPO / "test" / "upstream_tests.py"
-# The class of upstream's test file that gets the methods of a class of ours.
-_CLASSES = {
-    "TestNNParametrization": "TestNNParametrization",
-    "TestNNParametrizationDevice": "TestNNParametrizationDevice",
+# Where the methods of each class of upstream_tests.py go: the upstream test
+# file and class that keep such tests (RNN tests are in test_nn.py's TestNN),
+# and, for a tree without that file (the installed torch), a new file and class.
+@dataclass(frozen=True)
+class _Home:
+    file: str
+    cls: str
+    new_file: str
+    new_cls: str
+    device: bool
+
+
+_HOMES = {
+    "TestNNParametrization": _Home(
+        UPSTREAM_TEST, "TestNNParametrization", NEW_TEST, "TestNNParametrizationOrthogonal", False
+    ),
+    "TestNNParametrizationDevice": _Home(
+        UPSTREAM_TEST,
+        "TestNNParametrizationDevice",
+        NEW_TEST,
+        "TestNNParametrizationOrthogonalDevice",
+        True,
+    ),
+    "TestNN": _Home(UPSTREAM_NN_TEST, "TestNN", NEW_NN_TEST, "TestRNNParametrized", False),
 }
 
 
@@ -116,46 +140,80 @@ def _test_header(tests: Path) -> str:
 
 
 def _new_test_file(tests: Path, methods: list[_Method]) -> str:
+    # A test file of its own for ``methods``, whose classes share one new_file.
     by_class: dict[str, list[_Method]] = {}
     for m in methods:
         by_class.setdefault(m.cls, []).append(m)
-    out = ['# Owner(s): ["module: nn"]\n', _test_header(tests), "\n"]
-    names = {"TestNNParametrization": "TestNNParametrizationOrthogonal"}
-    names["TestNNParametrizationDevice"] = "TestNNParametrizationOrthogonalDevice"
-    for cls in _CLASSES:
+    out = []
+    for cls, home in _HOMES.items():
         if cls not in by_class:
             continue
-        out.append(f"\nclass {names[cls]}(NNTestCase):\n")
+        out.append(f"\nclass {home.new_cls}(NNTestCase):\n")
         bodies = [textwrap.indent(m.source, "    ") for m in by_class[cls]]
         out.append("\n".join(bodies))
         out.append("\n")
     out.append("\n")
-    if "TestNNParametrizationDevice" in by_class:
-        out.append(
-            "instantiate_device_type_tests(\n"
-            f'    {names["TestNNParametrizationDevice"]}, globals(), only_for=("cpu", "cuda")\n'
-            ")\n"
-        )
-    if "TestNNParametrization" in by_class:
-        out.append(f'instantiate_parametrized_tests({names["TestNNParametrization"]})\n')
+    for cls, home in _HOMES.items():
+        if cls in by_class and home.device:
+            out.append(
+                "instantiate_device_type_tests(\n"
+                f'    {home.new_cls}, globals(), only_for=("cpu", "cuda")\n'
+                ")\n"
+            )
+    for cls, home in _HOMES.items():
+        if cls in by_class and not home.device:
+            out.append(f"instantiate_parametrized_tests({home.new_cls})\n")
     out.append('\nif __name__ == "__main__":\n    run_tests()\n')
-    return "".join(out)
+    body = "".join(out)
+    return '# Owner(s): ["module: nn"]\n' + _used_imports(_test_header(tests), body) + "\n" + body
 
 
-def _add_to_upstream_test(text: str, methods: list[_Method]) -> str:
+def _used_imports(header: str, body: str) -> str:
+    # The import statements of ``header`` that bind a name ``body`` uses, each
+    # with only those names, in the order and layout of ``header``.
+    used = {n.id for n in ast.walk(ast.parse(body)) if isinstance(n, ast.Name)}
+    lines = header.splitlines(keepends=True)
+    out: list[str] = []
+    last = 0
+    groups: list[list[str]] = [[]]
+    for node in ast.parse(header).body:
+        start = node.lineno - 1
+        if any(not line.strip() for line in lines[last:start]):
+            groups.append([])  # a blank line separates two groups of imports
+        last = node.end_lineno or start + 1
+        names = node.names  # type: ignore[attr-defined]
+        keep = [a for a in names if (a.asname or a.name.split(".")[0]) in used]
+        if not keep:
+            continue
+        if len(keep) == len(names):
+            groups[-1].append("".join(lines[start:last]))
+        elif isinstance(node, ast.ImportFrom):
+            joined = ", ".join(a.name + (f" as {a.asname}" if a.asname else "") for a in keep)
+            one = f"from {node.module} import {joined}\n"
+            if len(one) > 88:
+                items = "".join(
+                    f"    {a.name}" + (f" as {a.asname}" if a.asname else "") + ",\n" for a in keep
+                )
+                one = f"from {node.module} import (\n{items})\n"
+            groups[-1].append(one)
+    out = ["".join(g) for g in groups if g]
+    return "\n".join(out)
+
+
+def _add_to_upstream_test(text: str, path: str, methods: list[_Method]) -> str:
     tree = ast.parse(text)
     lines = text.splitlines(keepends=True)
     inserts = []
-    for cls, target in _CLASSES.items():
+    for cls, home in _HOMES.items():
         ours = [m for m in methods if m.cls == cls]
         if not ours:
             continue
         node = next(
-            (n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == target),
+            (n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == home.cls),
             None,
         )
         if node is None:
-            raise RuntimeError(f"Expected {UPSTREAM_TEST} to define {target}.")
+            raise RuntimeError(f"Expected {path} to define {home.cls}.")
         block = []
         for m in ours:
             block += ["\n", *textwrap.indent(m.source, "    ").splitlines(keepends=True)]
@@ -197,9 +255,13 @@ def _stages(torch_src, tests: Path | None) -> list[tuple[Patch, dict[str, str | 
     for path in _stack.NEW_FILES:
         texts[path] = _read(root / path)
     methods = _test_methods(tests) if tests is not None and tests.is_file() else {}
-    upstream_test = _read(root / UPSTREAM_TEST) if torch_src is not None else None
-    test_path = _test_file(torch_src)
-    texts[test_path] = upstream_test if upstream_test is not None else _read(root / NEW_TEST)
+    # The test files: upstream's where the tree has them, else new ones.
+    upstream_tests: dict[str, str] = {}
+    for home in _HOMES.values():
+        text = _read(root / home.file) if torch_src is not None else None
+        if text is not None:
+            upstream_tests[home.file] = text
+            texts[home.file] = text
     stages = []
     landed: list[_Method] = []
     for patch in _stack.upstream_patches():
@@ -208,21 +270,24 @@ def _stages(torch_src, tests: Path | None) -> list[tuple[Patch, dict[str, str | 
         if methods and missing:
             raise RuntimeError(f"Expected {tests} to define {missing} for {patch.name}.")
         ours = [methods[t] for t in patch.tests if t in methods]
-        if ours:
-            landed += ours
-            if upstream_test is not None:
-                texts[test_path] = _add_to_upstream_test(texts[test_path] or "", ours)  # type: ignore[assignment]
+        landed += ours
+        for path in {_test_path(torch_src, m.cls) for m in ours}:
+            here = [m for m in ours if _test_path(torch_src, m.cls) == path]
+            if path in upstream_tests:
+                texts[path] = _add_to_upstream_test(texts[path] or "", path, here)
             else:
-                texts[test_path] = _new_test_file(tests, landed)  # type: ignore[arg-type]
+                new = [m for m in landed if _test_path(torch_src, m.cls) == path]
+                texts[path] = _new_test_file(tests, new)  # type: ignore[arg-type]
         stages.append((patch, dict(texts)))
     return stages
 
 
-def _test_file(torch_src) -> str:
-    # Where the tests of the series land: upstream's file, when the tree has it.
-    if torch_src is not None and (Path(torch_src) / UPSTREAM_TEST).is_file():
-        return UPSTREAM_TEST
-    return NEW_TEST
+def _test_path(torch_src, cls: str) -> str:
+    # Where the tests of one class of upstream_tests.py land.
+    home = _HOMES[cls]
+    if torch_src is not None and (Path(torch_src) / home.file).is_file():
+        return home.file
+    return home.new_file
 
 
 def _default_tests() -> Path | None:
@@ -335,6 +400,7 @@ def build_series(torch_src=None, tests=None) -> list[SeriesPatch]:
     r"""Return the upstream change as a list of patches, each against the one before."""
     tests = Path(tests) if tests is not None else _default_tests()
     root = _root(torch_src)
+    methods = _test_methods(tests) if tests is not None and tests.is_file() else {}
     previous: dict[str, str | None] = {}
     out = []
     for patch, texts in _stages(torch_src, tests):
@@ -345,7 +411,8 @@ def build_series(torch_src=None, tests=None) -> list[SeriesPatch]:
                 chunks.append(_unified(path, old, new))
         diff = "".join(chunks)
         _check_clean({p: (None, t) for p, t in texts.items() if t is not None})
-        out.append(SeriesPatch(patch, diff, _test_file(torch_src)))
+        homes = sorted({_test_path(torch_src, methods[t].cls) for t in patch.tests if t in methods})
+        out.append(SeriesPatch(patch, diff, " ".join(homes) or UPSTREAM_TEST))
         previous = texts
     return out
 
