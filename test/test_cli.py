@@ -22,6 +22,7 @@ from torch_ortho_patch._upstream import build_diff
 
 
 REPO = Path(__file__).absolute().parent.parent
+AUTHOR = "A Tester <tester@example.org>"
 
 # A user script that does not know about torch_ortho_patch.
 SCRIPT = """\
@@ -543,12 +544,102 @@ python -m torch_ortho_patch run: error: unrecognized arguments: --flag
         )
         # --stack writes the series and prints the paths of its files.
         series = self.tmp / "series"
-        result = python("-m", "torch_ortho_patch", "diff", "--stack", str(series))
+        result = python(
+            "-m", "torch_ortho_patch", "diff", "--stack", str(series), "--author", AUTHOR
+        )
         self.assertEqual(result.returncode, 0, msg=result.stderr)
         written = sorted(series.iterdir())
         self.assertEqual(result.stdout.splitlines(), [str(p) for p in written])
         self.assertTrue(written[0].name.startswith("0001-"))
         self.assertIn("Subject: [PATCH 1/", written[0].read_text())
+        self.assertIn(f"From: {AUTHOR}\n", written[0].read_text())
+
+    def test_diff_syntax_error_in_tree(self):
+        # An unparsable file of --torch-src is one line that names it and its line.
+        for path in ("torch/nn/utils/parametrizations.py", "torch/nn/modules/rnn.py"):
+            (self.tmp / path).parent.mkdir(parents=True, exist_ok=True)
+        (self.tmp / "torch/nn/utils/parametrizations.py").write_text(
+            inspect.getsource(P), encoding="utf-8"
+        )
+        (self.tmp / "torch/nn/modules/rnn.py").write_text("x = 1\ndef f(:\n", encoding="utf-8")
+        code, stderr = run_in_process("diff", "--torch-src", str(self.tmp))
+        self.assertEqual(code, 2)
+        self.assertEqual(len(stderr.splitlines()), 1, stderr)
+        self.assertExpectedInline(
+            stderr.replace(str(self.tmp), "<tmp>"),
+            """python -m torch_ortho_patch diff: error: Expected a Python file that parses. Got invalid syntax at <tmp>/torch/nn/modules/rnn.py:2.\n""",  # noqa: B950
+        )
+
+    def test_diff_stack_directory(self):
+        series = self.tmp / "series"
+        series.mkdir()
+        (series / "0001-old.patch").write_text("stale\n")
+        (series / "notes.txt").write_text("mine\n")
+        args = ("diff", "--stack", str(series), "--author", AUTHOR)
+        # Not empty: refused, and nothing is touched.
+        code, stderr = run_in_process(*args)
+        self.assertEqual(code, 2)
+        self.assertIn("which is not empty (pass --force", stderr)
+        self.assertEqual(sorted(p.name for p in series.iterdir()), ["0001-old.patch", "notes.txt"])
+        # --force removes the old patches first, and leaves other files alone.
+        code, stderr = run_in_process(*args, "--force")
+        self.assertEqual(code, 0, stderr)
+        names = sorted(p.name for p in series.iterdir())
+        self.assertNotIn("0001-old.patch", names)
+        self.assertIn("notes.txt", names)
+        self.assertTrue(all(n.endswith(".patch") for n in names if n != "notes.txt"))
+        # An empty directory is taken as it is; no staging directory is left.
+        empty = self.tmp / "empty"
+        empty.mkdir()
+        code, stderr = run_in_process("diff", "--stack", str(empty), "--author", AUTHOR)
+        self.assertEqual(code, 0, stderr)
+        self.assertEqual(sorted(p.name for p in empty.iterdir()), sorted(
+            n for n in names if n != "notes.txt"
+        ))
+        self.assertEqual(
+            sorted(p.name for p in self.tmp.iterdir()), ["empty", "series", "user_script.py"]
+        )
+
+    def test_diff_stack_failure_leaves_nothing(self):
+        series = self.tmp / "series"
+        with mock.patch("torch_ortho_patch._upstream._format_patch", side_effect=OSError("disk full")):
+            code, stderr = run_in_process("diff", "--stack", str(series), "--author", AUTHOR)
+        self.assertEqual(code, 2)
+        self.assertIn("diff: error: disk full", stderr)
+        self.assertEqual([p.name for p in self.tmp.iterdir()], ["user_script.py"])
+
+    def test_diff_author(self):
+        series = self.tmp / "series"
+        for bad in (
+            "Name <a@b>\nSubject: injected",
+            "no address",
+            "<a@b>",
+            "Name <a@b> trailing",
+        ):
+            code, stderr = run_in_process("diff", "--stack", str(series), "--author", bad)
+            self.assertEqual(code, 2, bad)
+            self.assertIn("Expected an author as 'Name <user@host>'", stderr)
+            self.assertEqual(len(stderr.splitlines()), 1, stderr)
+        self.assertFalse(series.exists())
+        # Without --author, the user's git identity; without one, an error, never
+        # an address made up.
+        home = self.tmp / "home"
+        home.mkdir()
+        env = dict(os.environ, HOME=str(home), GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=str(home / "gitconfig"))
+        for name in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "EMAIL"):
+            env.pop(name, None)
+        result = python("-m", "torch_ortho_patch", "diff", "--stack", str(series), cwd=home, env=env)
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("Expected an author: pass --author", result.stderr)
+        self.assertFalse(series.exists())
+        (home / "gitconfig").write_text("[user]\n\tname = A Person\n\temail = a@example.org\n")
+        result = python("-m", "torch_ortho_patch", "diff", "--stack", str(series), cwd=home, env=env)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("From: A Person <a@example.org>\n", sorted(series.iterdir())[0].read_text())
+        # --author and --force belong to --stack.
+        code, stderr = run_in_process("diff", "--author", AUTHOR)
+        self.assertEqual(code, 2)
+        self.assertIn("--author and --force need --stack", stderr)
 
     def test_bench_delegates(self):
         calls = []

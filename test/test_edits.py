@@ -121,13 +121,27 @@ def f(
 
     def test_ensure_import(self):
         text = "# comment\nfrom enum import Enum\n\nimport torch\n"
+        # usort puts the plain imports of a category before its from-imports.
         self.assertEqual(
             E.ensure_import(text, "warnings"),
-            "# comment\nfrom enum import Enum\nimport warnings\n\nimport torch\n",
+            "# comment\nimport warnings\nfrom enum import Enum\n\nimport torch\n",
         )
         self.assertEqual(
             E.ensure_import(text, "abc"),
             "# comment\nimport abc\nfrom enum import Enum\n\nimport torch\n",
+        )
+        text = "import math\nimport weakref\nfrom typing import Any\n\nimport torch\n"
+        self.assertEqual(
+            E.ensure_import(text, "copy"),
+            "import copy\nimport math\nimport weakref\nfrom typing import Any\n\nimport torch\n",
+        )
+        self.assertEqual(
+            E.ensure_import(text, "warnings"),
+            "import math\nimport warnings\nimport weakref\nfrom typing import Any\n\nimport torch\n",
+        )
+        self.assertEqual(
+            E.ensure_import(text, "zipfile"),
+            "import math\nimport weakref\nimport zipfile\nfrom typing import Any\n\nimport torch\n",
         )
         self.assertEqual(E.ensure_import("import warnings\n", "warnings"), "import warnings\n")
 
@@ -165,6 +179,13 @@ class TestTorchSrc(TestCase):
             docs = root / "docs/source/nn.md"
             docs.parent.mkdir(parents=True)
             docs.write_text("```{autosummary}\n    parametrizations.orthogonal\n    parametrizations.spectral_norm\n```\n")
+            nn_test = root / _upstream.UPSTREAM_NN_TEST
+            nn_test.parent.mkdir(parents=True)
+            nn_test.write_text(
+                "import torch\n\n\nclass TestNN(NNTestCase):\n"
+                "    def test_c(self):\n        pass\n\n\n"
+                'if __name__ == "__main__":\n    run_tests()\n'
+            )
             test = root / _upstream.UPSTREAM_TEST
             test.parent.mkdir(parents=True)
             test.write_text(
@@ -201,8 +222,45 @@ class TestTorchSrc(TestCase):
             self.assertIn("test_orthogonal_blocks", classes["TestNNParametrizationDevice"])
             self.assertIn("test_orthogonal_householder_weight_decay", classes["TestNNParametrization"])
             self.assertEqual(classes["TestNNParametrization"][0], "test_a")
+            # The tests of RNNBase join TestNN in test/test_nn.py.
+            nn_new = ast.parse(files[_upstream.UPSTREAM_NN_TEST][1])
+            nn_classes = {n.name: [m.name for m in n.body if isinstance(m, ast.FunctionDef)] for n in nn_new.body if isinstance(n, ast.ClassDef)}
+            self.assertEqual(
+                nn_classes["TestNN"],
+                ["test_c", "test_rnn_parametrized_weight_read_once", "test_rnn_deepcopy_after_forward"],
+            )
+            self.assertNotIn("test_rnn_deepcopy_after_forward", classes["TestNNParametrization"])
+            self.assertNotIn(_upstream.NEW_NN_TEST, files)
             series = _upstream.build_series(root)
+            names = [p.patch.name for p in series]
+            self.assertEqual(series[names.index("rnn-deepcopy")].test_file, _upstream.UPSTREAM_NN_TEST)
+            self.assertEqual(series[names.index("blocks")].test_file, _upstream.UPSTREAM_TEST)
             self.assertIn("docs/source/nn.md", series[[p.patch.name for p in series].index("public-maps")].diff)
+
+    def test_docs_hunk_for_nn_rst(self):
+        # Older trees keep the nn page as reStructuredText; the public maps join
+        # its autosummary the same way. A tree with neither page gets no hunk.
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            for path in (_stack.PARAMETRIZATIONS, _stack.RNN):
+                (root / path).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(_stack.installed_root() / path, root / path)
+            self.assertIsNone(_upstream.docs_file(root))
+            self.assertFalse(any(p.startswith("docs/") for p in _upstream.patched_files(root)))
+            docs = root / "docs/source/nn.rst"
+            docs.parent.mkdir(parents=True)
+            docs.write_text(
+                ".. autosummary::\n    :toctree: generated\n    :nosignatures:\n\n"
+                "    parametrizations.orthogonal\n    parametrizations.weight_norm\n"
+            )
+            self.assertEqual(_upstream.docs_file(root), "docs/source/nn.rst")
+            new = _upstream.patched_files(root)["docs/source/nn.rst"][1]
+            self.assertIn(
+                "    parametrizations.orthogonal\n    parametrizations.orthogonal_map\n"
+                "    parametrizations.matrix_exp_map\n    parametrizations.cayley_map\n"
+                "    parametrizations.householder_map\n    parametrizations.weight_norm\n",
+                new,
+            )
 
     def test_not_a_source_tree(self):
         with self.assertRaisesRegex(ValueError, "Expected a PyTorch source tree"):

@@ -5,7 +5,9 @@
 import copy
 import io
 import pickle
+import re
 import warnings
+from pathlib import Path
 
 import torch
 import torch.nn.utils.parametrizations as upstream
@@ -19,10 +21,12 @@ from torch.testing._internal.common_utils import (
     instantiate_parametrized_tests,
     parametrize as parametrize_test,
     run_tests,
+    skipIfNoLapack,
     TestCase,
 )
 
 import torch_ortho_patch.parametrizations as P
+from torch_ortho_patch import _stack, _upstream
 from _block_checks import (
     block_orthogonality_error,
     check_blocks_orthogonal,
@@ -408,6 +412,33 @@ class TestOrthogonalMessages(TestCase):
             """orthogonal: 'weight_ih_l0_reverse' of LSTM stacks 4 gate matrices of shape (5, 3) along dim 0. Without blocks it is constrained as one (20, 3) matrix, and its gate matrices are not orthogonal. Pass blocks=4 for each gate matrix to have orthonormal columns, or blocks=1 to keep the constraint on the whole matrix without this warning.""",
         )
 
+    def test_warning_cells(self):
+        self.assertExpectedInline(
+            self._warning(nn.GRUCell(3, 2), "weight_ih"),
+            """orthogonal: 'weight_ih' of GRUCell stacks 3 gate matrices of shape (2, 3) along dim 0. Without blocks it is constrained as one (6, 3) matrix, and its gate matrices are not orthogonal. Pass blocks=3 for each gate matrix to have orthonormal rows, or blocks=1 to keep the constraint on the whole matrix without this warning.""",
+        )
+        self.assertIn("Pass blocks=4", self._warning(nn.LSTMCell(2, 2), "weight_hh"))
+
+    def test_portable_silencer(self):
+        # The filter that docs/rnn.rst documents for code that runs on several
+        # releases: it silences the gate warning and nothing else, and works
+        # with torch's own orthogonal, which has no such warning.
+        rst = Path(__file__).parent.parent / "docs" / "rnn.rst"
+        if not rst.is_file():
+            self.skipTest("the docs are not in this checkout")
+        pattern = re.search(r'message=r"([^"]+)"', rst.read_text(encoding="utf-8"))[1]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            warnings.filterwarnings("ignore", message=pattern, category=UserWarning)
+            P.orthogonal(nn.GRU(2, 2), "weight_hh_l0")
+            P.orthogonal(nn.LSTM(3, 2, proj_size=1), "weight_ih_l0")
+            P.orthogonal(nn.LSTMCell(2, 2), "weight_hh")
+            upstream.orthogonal(nn.GRU(2, 2), "weight_hh_l0")
+            with self.assertRaisesRegex(UserWarning, "another"):
+                warnings.warn("orthogonal: another warning", UserWarning)
+        # Without the filter the same call warns.
+        self.assertIn("stacks 3 gate matrices", self._warning(nn.GRU(2, 2), "weight_hh_l0"))
+
     def test_no_warning_for_plain_matrices(self):
         # A non-square matrix that stacks no gates gets orthonormal columns or
         # rows, as orthogonal() documents; that is no reason to warn. nn.RNN
@@ -417,6 +448,7 @@ class TestOrthogonalMessages(TestCase):
             P.orthogonal(nn.Linear(5, 3))
             P.orthogonal(nn.Linear(20, 40))  # the example of torch's docstring
             P.orthogonal(nn.RNN(3, 4), "weight_ih_l0")
+            P.orthogonal(nn.RNNCell(3, 4), "weight_ih")
 
     def test_no_warning(self):
         with warnings.catch_warnings():
@@ -516,6 +548,62 @@ ParametrizedGRU(
   )
 )""",
         )
+
+
+class TestCayleyBatchedLU(TestCase):
+    # The runtime-only workaround of Note [CPU batched LU]: it is no part of the
+    # upstream series, so its tests are here and not in upstream_tests.py.
+    @skipIfNoLapack
+    def test_cayley_batched_large(self):
+        # Batched LU on CPU with more than one thread has returned wrong values
+        # for batches of matrices of size about 150 and larger.
+        class Batched(nn.Module):
+            def __init__(self, n):
+                super().__init__()
+                self.weight = nn.Parameter(torch.randn(3, n, n) / n)
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(threads, 2))
+        try:
+            for n in (160, 192):
+                m = P.orthogonal(Batched(n), orthogonal_map="cayley")
+                with torch.no_grad():
+                    m.parametrizations.weight.original.normal_(0, 1 / n)
+                Q = m.weight
+                Q.sum().backward()
+                Q = Q.detach()
+                eye = torch.eye(n).expand(3, n, n)
+                self.assertEqual(Q.mT @ Q, eye, atol=1e-4, rtol=0)
+        finally:
+            torch.set_num_threads(threads)
+
+    def test_workaround_only_on_releases_with_the_fault(self):
+        # See Note [Which releases get the batched LU workaround].
+        from torch_ortho_patch._patches import cayley_batched_lu as lu
+
+        self.assertIsNone(lu._LU_FIXED_IN)  # no release has the ATen fix yet
+        self.assertTrue(lu.has_lu_fault())
+        self.assertFalse(lu.PATCH.upstream)
+        text = _stack._installed_text(_stack.PARAMETRIZATIONS)
+        before = _stack.apply({_stack.PARAMETRIZATIONS: text}, _stack.upstream_patches())
+        amended = lu.edit(_stack.PARAMETRIZATIONS, before[_stack.PARAMETRIZATIONS])
+        self.assertIn("_solve(", amended)
+        saved = lu._LU_FIXED_IN
+        try:
+            lu._LU_FIXED_IN = "2.16"
+            self.assertTrue(lu.has_lu_fault("2.15.0+cpu"))
+            self.assertFalse(lu.has_lu_fault("2.16.0"))
+            self.assertFalse(lu.has_lu_fault("2.17.0a0+git1234"))
+            # A release with the fix keeps torch.linalg.solve.
+            lu._LU_FIXED_IN = "0.1"
+            unchanged = lu.edit(_stack.PARAMETRIZATIONS, before[_stack.PARAMETRIZATIONS])
+            self.assertEqual(unchanged, before[_stack.PARAMETRIZATIONS])
+        finally:
+            lu._LU_FIXED_IN = saved
+
+    def test_not_in_upstream_series(self):
+        self.assertNotIn("_solve(", _upstream.build_diff())
+        self.assertNotIn("cayley-batched-lu", [p.name for p in _stack.upstream_patches()])
 
 
 class TestBlockChecks(TestCase):

@@ -23,6 +23,7 @@ import unittest
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
 import torch.nn.init as I
 import torch.nn.utils.parametrizations as P
 from torch.nn.modules.rnn import RNNBase
@@ -42,7 +43,12 @@ from torch_ortho_patch import _stack, _upstream
 
 UPSTREAM = _stack.upstream_patches()
 FILES = (_stack.PARAMETRIZATIONS, _stack.RNN, _stack.INIT)
-UPSTREAM_CLASSES = (U.TestNNParametrization, U.TestNNParametrizationDevice, UI.TestNNInit)
+UPSTREAM_CLASSES = (
+    U.TestNNParametrization,
+    U.TestNNParametrizationDevice,
+    U.TestNN,
+    UI.TestNNInit,
+)
 
 
 def _copy(cls, name, **extra):
@@ -76,6 +82,7 @@ TestUpstreamTestsPatched = _installed(U.TestNNParametrization, "TestUpstreamTest
 TestUpstreamTestsPatchedDevice = _installed(
     U.TestNNParametrizationDevice, "TestUpstreamTestsPatchedDevice"
 )
+TestUpstreamTestsPatchedNN = _installed(U.TestNN, "TestUpstreamTestsPatchedNN")
 TestUpstreamInitTestsPatched = _installed(UI.TestNNInit, "TestUpstreamInitTestsPatched")
 
 
@@ -126,6 +133,7 @@ _STEP_CLASSES: dict = {
     "_StepTests": instantiate_parametrized_tests(_copy(U.TestNNParametrization, "_StepTests")),
     "_StepTestsDevice": _copy(U.TestNNParametrizationDevice, "_StepTestsDevice"),
     "_StepInitTests": _copy(UI.TestNNInit, "_StepInitTests"),
+    "_StepTestsNN": instantiate_parametrized_tests(_copy(U.TestNN, "_StepTestsNN")),
 }
 instantiate_device_type_tests(_STEP_CLASSES["_StepTestsDevice"], _STEP_CLASSES, only_for=("cpu",))
 
@@ -276,7 +284,9 @@ class TestSeries(TestCase):
     def setUpClass(cls):
         super().setUpClass()
         cls.tmp = tempfile.TemporaryDirectory()
-        cls.series = _upstream.write_series(Path(cls.tmp.name) / "series")
+        cls.series = _upstream.write_series(
+            Path(cls.tmp.name) / "series", author="A Tester <tester@example.org>"
+        )
 
     @classmethod
     def tearDownClass(cls):
@@ -306,6 +316,44 @@ class TestSeries(TestCase):
         for path, (_, new) in _upstream.patched_files().items():
             self.assertEqual((root / path).read_text(encoding="utf-8"), new, path)
 
+    def test_messages(self):
+        # Each message ends with its references and a Test Plan that names the
+        # file its tests land in and selects them with -k.
+        for path, patch in zip(self.series, UPSTREAM, strict=True):
+            text = path.read_text(encoding="utf-8")
+            message = text.split("\n\n", 1)[1].split("\n---\n", 1)[0]
+            for ref in patch.refs:
+                self.assertRegex(ref, r"^(Fixes|See) #\d+$")
+                self.assertIn(f"\n{ref}\n", message)
+            if patch.tests:
+                plan = message[message.rindex("\nTest Plan:\n") + 1 :].rstrip("\n")
+                selection = " or ".join(patch.tests)
+                # RNNBase's tests go where upstream keeps them, beside TestNN's,
+                # and orthogonal_'s beside TestNNInit's.
+                where = {
+                    "rnn-read-once": _upstream.NEW_NN_TEST,
+                    "rnn-deepcopy": _upstream.NEW_NN_TEST,
+                    "init-blocks": _upstream.NEW_INIT_TEST,
+                }.get(patch.name, _upstream.NEW_TEST)
+                expected = f'Test Plan:\npython -m pytest {where} -k "{selection}"'
+                if patch.test_plan:
+                    expected += "\n\n" + patch.test_plan.strip("\n")
+                self.assertEqual(plan, expected)
+                for test in patch.tests:
+                    self.assertIn(f"def {test}(", text)
+        blocks = self.series[[p.name for p in UPSTREAM].index("blocks")].read_text()
+        self.assertIn("\nFixes #102740\n", blocks)
+
+    @unittest.skipUnless(
+        torch.__version__.split("+")[0] == "2.13.0",
+        "RFC.md gives the sizes against torch 2.13.0's files",
+    )
+    def test_rfc_size_table(self):
+        # The RFC's table of the stack is the one generated from the series.
+        rfc = Path(__file__).parent.parent / "RFC.md"
+        table = _upstream.size_table(_upstream.build_series())
+        self.assertIn(table, rfc.read_text(encoding="utf-8"))
+
     def test_squashed_diff_applies(self):
         root = self._tree()
         diff = Path(self.tmp.name) / "squashed.patch"
@@ -327,6 +375,36 @@ class TestSeries(TestCase):
                         self.assertIsNone(bad.search(line), f"{item.patch.name}: {line}")
             self.assertLessEqual(len(item.patch.subject), 72, item.patch.subject)
 
+    # Upstream comment lines that a patch replaces because the patch makes them
+    # false, counted, each patch saying so in its message.
+    STALE_COMMENTS = {"householder-sign": 2}
+
+    # Patches whose added lines under torch/ still carry what the next test
+    # forbids, with the reason. The test fails once they are clean, so that the
+    # entry goes too.
+    KNOWN_MEASUREMENTS: dict = {}
+
+    def test_comments_carry_no_measurements(self):
+        # Timings, machine sizes and "not measured yet" belong in commit messages
+        # and the RFC, not in torch/; issues are cited by their full URL.
+        bad = re.compile(
+            r"\d\s*(ms|us|µs|s)\b|not (been )?measured|\b\d+ (cores|threads)\b"
+            r"|(?<!/)pytorch#\d|(?<![\w/])#\d{4,}"
+        )
+        found: dict = {}
+        for item in _upstream.build_series():
+            for chunk in item.diff.split("diff --git ")[1:]:
+                path = chunk.split(" b/", 1)[1].split("\n", 1)[0]
+                if not path.startswith("torch/"):
+                    continue
+                for line in chunk.splitlines():
+                    if line.startswith("+") and not line.startswith("+++") and bad.search(line):
+                        found.setdefault(item.patch.name, []).append(line)
+        for name in self.KNOWN_MEASUREMENTS:
+            self.assertIn(name, found, f"{name} is clean now: drop it from KNOWN_MEASUREMENTS")
+            del found[name]
+        self.assertEqual(found, {})
+
     def test_removed_comment_and_docstring_lines(self):
         # No upstream comment or docstring line goes unless its statement became
         # false; a line that moves (it is added back in the same patch) stays.
@@ -334,10 +412,13 @@ class TestSeries(TestCase):
         for item in _upstream.build_series():
             minus = [l[1:] for l in item.diff.splitlines() if l.startswith("-") and not l.startswith("---")]
             plus = {l[1:].strip() for l in item.diff.splitlines() if l.startswith("+") and not l.startswith("+++")}
-            for line in minus:
-                s = line.strip()
-                if s.startswith("#") and s not in plus:
-                    removed.append((item.patch.name, s))
+            gone = [l.strip() for l in minus if l.strip().startswith("#") and l.strip() not in plus]
+            stale = self.STALE_COMMENTS.get(item.patch.name, 0)
+            if stale:
+                self.assertEqual(len(gone), stale, item.patch.name)
+                self.assertIn("comment", item.patch.body)
+                gone = []
+            removed += [(item.patch.name, line) for line in gone]
         # Docstring lines: every line of every docstring of the installed file is
         # still a line of a docstring of the amended file.
         def docstring_lines(text):
@@ -402,6 +483,7 @@ class TestLint(TestCase):
 
 instantiate_parametrized_tests(TestUpstreamTestsPatched)
 instantiate_parametrized_tests(TestUpstreamInitTestsPatched)
+instantiate_parametrized_tests(TestUpstreamTestsPatchedNN)
 instantiate_parametrized_tests(TestStack)
 instantiate_device_type_tests(
     TestUpstreamTestsPatchedDevice, globals(), only_for=("cpu", "cuda")

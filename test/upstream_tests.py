@@ -1,7 +1,8 @@
 # Owner(s): ["module: nn"]
 # The tests that the upstream stack adds to PyTorch's
 # test/nn/test_parametrization.py: the methods of TestNNParametrization go into
-# that class, those of TestNNParametrizationDevice into the device-generic one.
+# that class, those of TestNNParametrizationDevice into the device-generic one,
+# and those of TestNN, which test RNNBase, into TestNN of test/test_nn.py.
 # Each patch of torch_ortho_patch._patches names its methods. They use only the
 # names imported below, which upstream's test file imports too, and refer to
 # the functions under test as torch.nn.utils.parametrizations.<name>, as that
@@ -12,6 +13,7 @@ from copy import deepcopy
 import torch
 import torch.nn as nn
 import torch.nn.utils.parametrize as parametrize
+from torch.__future__ import get_swap_module_params_on_conversion
 from torch.testing._internal.common_device_type import instantiate_device_type_tests
 from torch.testing._internal.common_nn import NNTestCase
 from torch.testing._internal.common_utils import (
@@ -27,16 +29,16 @@ class TestNNParametrization(NNTestCase):
     @skipIfNoLapack
     @swap([True, False])
     def test_orthogonal_householder_weight_decay(self):
-        # Weight decay moves the -1 entries of the diagonal of the original
-        # tensor off -1. Each column must keep norm 1 and its sign.
+        # Weight decay moves the entries of the diagonal of the original
+        # tensor off +-1. Each column must keep norm 1 and its sign.
         m = torch.nn.utils.parametrizations.orthogonal(
             nn.Linear(3, 5), orthogonal_map="householder", use_trivialization=False
         )
         X = m.parametrizations.weight.original
         with torch.no_grad():
-            X.diagonal().copy_(torch.tensor([-1.0, 1.0, -1.0]))
+            X.diagonal().copy_(torch.tensor([-1.0, 1.0, 1.0]))
             Q_exact = m.weight.clone()
-            X.diagonal().copy_(torch.tensor([-0.99, 1.0, -0.5]))
+            X.diagonal().copy_(torch.tensor([-0.99, 0.99, 0.5]))
         Q = m.weight.detach()
         self.assertEqual(Q.mT @ Q, torch.eye(3), atol=1e-6, rtol=0)
         self.assertEqual(Q, Q_exact)
@@ -74,84 +76,6 @@ class TestNNParametrization(NNTestCase):
                 self.assertEqual(Q.mT @ Q, torch.eye(k), atol=1e-5, rtol=0)
                 parametrize.remove_parametrizations(m, "weight")
 
-    # RNNs hold weak references to their weights, which swap_tensors refuses.
-    @swap([False])
-    def test_rnn_parametrized_weight_read_once(self):
-        class Counting(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.calls = 0
-
-            def forward(self, X):
-                self.calls += 1
-                return 2 * X
-
-        x = torch.randn(5, 2, 3)
-        for cls in (nn.RNN, nn.GRU, nn.LSTM):
-            rnn = cls(3, 4)
-            expected = rnn(x)[0]
-            with torch.no_grad():
-                rnn.weight_hh_l0.div_(2)
-            counting = Counting()
-            parametrize.register_parametrization(rnn, "weight_hh_l0", counting)
-            for _ in range(2):
-                counting.calls = 0
-                out = rnn(x)[0]
-                self.assertEqual(counting.calls, 1)
-                self.assertEqual(out, expected)
-            # A change of the original is seen by the next forward.
-            with torch.no_grad():
-                rnn.parametrizations.weight_hh_l0.original.zero_()
-            self.assertNotEqual(rnn(x)[0], expected)
-
-    # RNNs hold weak references to their weights, which swap_tensors refuses.
-    @swap([False])
-    def test_rnn_deepcopy_after_forward(self):
-        class Double(nn.Module):
-            def forward(self, X):
-                return 2 * X
-
-        x = torch.randn(5, 2, 3)
-        for cls in (nn.RNN, nn.GRU, nn.LSTM):
-            rnn = cls(3, 4)
-            parametrize.register_parametrization(rnn, "weight_hh_l0", Double())
-            rnn(x)[0].sum().backward()
-            copy = deepcopy(rnn)
-            self.assertEqual(copy(x)[0], rnn(x)[0])
-            # The copy computes with its own weights.
-            with torch.no_grad():
-                copy.parametrizations.weight_hh_l0.original.zero_()
-            self.assertNotEqual(copy(x)[0], rnn(x)[0])
-            copy(x)[0].sum().backward()
-            self.assertIsNotNone(copy.parametrizations.weight_hh_l0.original.grad)
-
-    @skipIfNoLapack
-    @swap([True, False])
-    def test_orthogonal_cayley_batched_large(self):
-        # Batched LU on CPU with more than one thread has returned wrong values
-        # for batches of matrices of size about 150 and larger.
-        class Batched(nn.Module):
-            def __init__(self, n):
-                super().__init__()
-                self.weight = nn.Parameter(torch.randn(3, n, n) / n)
-
-        threads = torch.get_num_threads()
-        torch.set_num_threads(max(threads, 2))
-        try:
-            for n in (160, 192):
-                m = torch.nn.utils.parametrizations.orthogonal(
-                    Batched(n), orthogonal_map="cayley"
-                )
-                with torch.no_grad():
-                    m.parametrizations.weight.original.normal_(0, 1 / n)
-                Q = m.weight
-                Q.sum().backward()
-                Q = Q.detach()
-                eye = torch.eye(n).expand(3, n, n)
-                self.assertEqual(Q.mT @ Q, eye, atol=1e-4, rtol=0)
-        finally:
-            torch.set_num_threads(threads)
-
     @swap([True, False])
     def test_orthogonal_argument_types(self):
         m = nn.Linear(4, 4)
@@ -176,15 +100,29 @@ class TestNNParametrization(NNTestCase):
         Q.sum().backward()
         self.assertEqual(Q.detach().mT @ Q.detach(), torch.eye(4), atol=1e-5, rtol=0)
 
-    # RNNs hold weak references to their weights, which swap_tensors refuses.
-    @swap([False])
+    @skipIfNoLapack
+    @swap([True, False])
     def test_orthogonal_rnn_gates_warn(self):
+        if get_swap_module_params_on_conversion():
+            # swap_tensors refuses a tensor that has weak references, and RNNBase
+            # keeps weak references to its weights, so parametrizing one fails on
+            # the swap path (https://github.com/pytorch/pytorch/issues/186796).
+            with self.assertRaisesRegex(RuntimeError, "has weakref associated"):
+                parametrize.register_parametrization(
+                    nn.GRU(2, 2), "weight_hh_l0", nn.Identity()
+                )
+            return
         with self.assertWarnsRegex(UserWarning, "Pass blocks=3"):
             torch.nn.utils.parametrizations.orthogonal(nn.GRU(4, 4), "weight_hh_l0")
         with self.assertWarnsRegex(UserWarning, "have orthonormal columns"):
             torch.nn.utils.parametrizations.orthogonal(
                 nn.LSTM(3, 4, proj_size=2), "weight_hh_l0"
             )
+        # The cells stack their gates as GRU and LSTM do.
+        with self.assertWarnsRegex(UserWarning, "'weight_hh' of GRUCell.*blocks=3"):
+            torch.nn.utils.parametrizations.orthogonal(nn.GRUCell(4, 4), "weight_hh")
+        with self.assertWarnsRegex(UserWarning, "'weight_ih' of LSTMCell.*blocks=4"):
+            torch.nn.utils.parametrizations.orthogonal(nn.LSTMCell(3, 4), "weight_ih")
         # Matrices that are not stacked gates, and blocks=1, do not warn.
         self.assertNotWarn(
             lambda: torch.nn.utils.parametrizations.orthogonal(nn.Linear(20, 40))
@@ -197,6 +135,16 @@ class TestNNParametrization(NNTestCase):
         self.assertNotWarn(
             lambda: torch.nn.utils.parametrizations.orthogonal(
                 nn.RNN(4, 4), "weight_hh_l0"
+            )
+        )
+        self.assertNotWarn(
+            lambda: torch.nn.utils.parametrizations.orthogonal(
+                nn.RNNCell(4, 4), "weight_hh"
+            )
+        )
+        self.assertNotWarn(
+            lambda: torch.nn.utils.parametrizations.orthogonal(
+                nn.LSTMCell(4, 4), "weight_hh", blocks=4
             )
         )
 
@@ -213,6 +161,10 @@ class TestNNParametrization(NNTestCase):
             orthogonal(nn.GRU(2, 2), "weight_hh_l0", blocks=2)
         with self.assertRaisesRegex(ValueError, "Expected blocks=4"):
             orthogonal(nn.LSTM(2, 2), "weight_ih_l0", blocks=2)
+        with self.assertRaisesRegex(ValueError, "Expected blocks=3"):
+            orthogonal(nn.GRUCell(2, 2), "weight_hh", blocks=2)
+        with self.assertRaisesRegex(ValueError, "Expected blocks=4"):
+            orthogonal(nn.LSTMCell(2, 2), "weight_ih", blocks=2)
 
     @swap([True, False])
     def test_orthogonal_maps_errors(self):
@@ -273,9 +225,18 @@ class TestNNParametrization(NNTestCase):
 
 
 class TestNNParametrizationDevice(NNTestCase):
-    # RNNs hold weak references to their weights, which swap_tensors refuses.
-    @swap([False])
+    @skipIfNoLapack
+    @swap([True, False])
     def test_orthogonal_blocks(self, device):
+        if get_swap_module_params_on_conversion():
+            # swap_tensors refuses a tensor that has weak references, and RNNBase
+            # keeps weak references to its weights, so parametrizing one fails on
+            # the swap path (https://github.com/pytorch/pytorch/issues/186796).
+            with self.assertRaisesRegex(RuntimeError, "has weakref associated"):
+                parametrize.register_parametrization(
+                    nn.GRU(2, 2), "weight_hh_l0", nn.Identity()
+                )
+            return
         orthogonal = torch.nn.utils.parametrizations.orthogonal
 
         def assert_blocks_orthogonal(W, k):
@@ -317,6 +278,16 @@ class TestNNParametrizationDevice(NNTestCase):
                         if not key.endswith(".base")
                     }
                     self.assertEqual(keys_after, keys)
+        # The cells, with tall gates in weight_ih and square ones in weight_hh.
+        for cls, k in ((nn.GRUCell, 3), (nn.LSTMCell, 4)):
+            cell = cls(3, 5).to(device)
+            for name in ("weight_ih", "weight_hh"):
+                orthogonal(cell, name, blocks=k)
+                assert_blocks_orthogonal(getattr(cell, name), k)
+            out = cell(torch.randn(2, 3, device=device))
+            out = out[0] if isinstance(out, tuple) else out
+            out.sum().backward()
+            self.assertIsNotNone(cell.parametrizations.weight_hh.original.grad)
         # Wide blocks have orthonormal rows, with the default map.
         m = orthogonal(nn.Linear(6, 4).to(device), blocks=2)
         assert_blocks_orthogonal(m.weight, 2)
@@ -327,6 +298,7 @@ class TestNNParametrizationDevice(NNTestCase):
         b = orthogonal(nn.Linear(3, 6).to(device), blocks=1).weight
         self.assertEqual(a, b, atol=0, rtol=0)
 
+    @skipIfNoLapack
     @swap([True, False])
     def test_orthogonal_maps(self, device):
         P = torch.nn.utils.parametrizations
@@ -353,9 +325,18 @@ class TestNNParametrizationDevice(NNTestCase):
             expected = torch.cat([fn(B) for B in X.split(4, dim=-2)], dim=-2)
             self.assertEqual(P.orthogonal_map(X, name, blocks=3), expected)
 
-    # RNNs hold weak references to their weights, which swap_tensors refuses.
-    @swap([False])
+    @skipIfNoLapack
+    @swap([True, False])
     def test_orthogonal_half_precision(self, device):
+        if get_swap_module_params_on_conversion():
+            # swap_tensors refuses a tensor that has weak references, and RNNBase
+            # keeps weak references to its weights, so parametrizing one fails on
+            # the swap path (https://github.com/pytorch/pytorch/issues/186796).
+            with self.assertRaisesRegex(RuntimeError, "has weakref associated"):
+                parametrize.register_parametrization(
+                    nn.GRU(2, 2), "weight_hh_l0", nn.Identity()
+                )
+            return
         P = torch.nn.utils.parametrizations
         for dtype in (torch.float16, torch.bfloat16):
             for orthogonal_map in ("matrix_exp", "cayley", "householder"):
@@ -376,10 +357,65 @@ class TestNNParametrizationDevice(NNTestCase):
             self.assertEqual(Q, P.matrix_exp_map(X.float()).to(dtype))
 
 
+class TestNN(NNTestCase):
+    # Tests of RNNBase, which upstream keeps in test/test_nn.py.
+    def test_rnn_parametrized_weight_read_once(self):
+        class Counting(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.calls = 0
+
+            def forward(self, X):
+                self.calls += 1
+                return 2 * X
+
+        x = torch.randn(5, 2, 3)
+        for cls in (nn.RNN, nn.GRU, nn.LSTM):
+            rnn = cls(3, 4)
+            expected = rnn(x)[0]
+            with torch.no_grad():
+                rnn.weight_hh_l0.div_(2)
+            counting = Counting()
+            torch.nn.utils.parametrize.register_parametrization(
+                rnn, "weight_hh_l0", counting
+            )
+            for _ in range(2):
+                counting.calls = 0
+                out = rnn(x)[0]
+                self.assertEqual(counting.calls, 1)
+                self.assertEqual(out, expected)
+            # A change of the original is seen by the next forward.
+            with torch.no_grad():
+                rnn.parametrizations.weight_hh_l0.original.zero_()
+            self.assertNotEqual(rnn(x)[0], expected)
+
+    def test_rnn_deepcopy_after_forward(self):
+        class Double(nn.Module):
+            def forward(self, X):
+                return 2 * X
+
+        x = torch.randn(5, 2, 3)
+        for cls in (nn.RNN, nn.GRU, nn.LSTM):
+            rnn = cls(3, 4)
+            torch.nn.utils.parametrize.register_parametrization(
+                rnn, "weight_hh_l0", Double()
+            )
+            rnn(x)[0].sum().backward()
+            copy = deepcopy(rnn)
+            self.assertEqual(copy(x)[0], rnn(x)[0])
+            # The copy computes with its own weights.
+            with torch.no_grad():
+                copy.parametrizations.weight_hh_l0.original.zero_()
+            self.assertNotEqual(copy(x)[0], rnn(x)[0])
+            copy(x)[0].sum().backward()
+            self.assertIsNotNone(copy.parametrizations.weight_hh_l0.original.grad)
+
+
 if __name__ == "__main__":
     # test_stack.py instantiates these classes where it runs them.
     instantiate_device_type_tests(
         TestNNParametrizationDevice, globals(), only_for=("cpu", "cuda")
     )
     instantiate_parametrized_tests(TestNNParametrization)
+    instantiate_parametrized_tests(TestNN)
     run_tests()

@@ -85,7 +85,14 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     diff.add_argument(
         "--author",
         metavar="AUTHOR",
-        help="author of the patches written with --stack, as 'Name <email>'",
+        help="author of the patches written with --stack, as 'Name <email>' "
+        "(default: git's user.name and user.email)",
+    )
+    diff.add_argument(
+        "--force",
+        action="store_true",
+        help="with --stack, write into a DIR that is not empty, removing its "
+        "*.patch files first",
     )
     diff.add_argument(
         "--torch-src",
@@ -272,16 +279,25 @@ def main(argv: list[str] | None = None) -> int:
             commands["run"].error("expected either SCRIPT or -m MODULE")
         return _run(ns.script, ns.module, rest)
     if ns.command == "diff":
-        from ._upstream import build_diff, DEFAULT_AUTHOR, write_series
+        from ._upstream import build_diff, DOCS, docs_file, write_series
 
+        if ns.stack is None and (ns.author is not None or ns.force):
+            commands["diff"].error("--author and --force need --stack")
         try:
             if ns.stack is None:
                 patch = build_diff(ns.torch_src)
             else:
                 paths = write_series(
-                    ns.stack, ns.torch_src, author=ns.author or DEFAULT_AUTHOR
+                    ns.stack, ns.torch_src, author=ns.author, force=ns.force
                 )
                 patch = "".join(f"{path}\n" for path in paths)
+            if docs_file(ns.torch_src) is None:
+                where = ns.torch_src if ns.torch_src is not None else "the installed torch"
+                print(
+                    f"{_PROG} diff: note: {where} has neither {' nor '.join(DOCS)}; the "
+                    "series leaves out the docs entries of the new public functions",
+                    file=sys.stderr,
+                )
         except (OSError, ValueError, RuntimeError) as e:
             parser.exit(2, f"{_PROG} diff: error: {e}\n")
         sys.stdout.write(patch)

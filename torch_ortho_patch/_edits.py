@@ -204,6 +204,24 @@ def insert_stmts(
     return "".join(lines)
 
 
+def replace_comment_above(text: str, path: str, pred: Pred, new: str, what: str) -> str:
+    r"""Replace the comment lines right above one statement of ``path`` by ``new``.
+
+    For a comment whose statement the edit makes false. The comment is the run
+    of ``#`` lines that ends on the line above the statement; it must exist.
+    """
+    node = find_stmt(ast.parse(text), path, pred, what)
+    lines = _lines(text)
+    start = node.lineno - 1
+    while start > 0 and lines[start - 1].lstrip().startswith("#"):
+        start -= 1
+    if start == node.lineno - 1:
+        raise AnchorError(f"Expected a comment above the {what} in {path}.")
+    indent = _leading(lines[node.lineno - 1])
+    lines[start : node.lineno - 1] = _indent(new, indent)
+    return "".join(lines)
+
+
 def replace_expr(text: str, path: str, pred: Pred, new: str, what: str) -> str:
     r"""Replace the source of one expression inside ``path`` by ``new``."""
     node = find_expr(ast.parse(text), path, pred, what)
@@ -478,10 +496,15 @@ def ensure_import(text: str, module: str) -> str:
     ]
     lines = _lines(text)
     if stdlib:
-        before = [n for n in stdlib if _import_name(n) > module]
-        at = before[0].lineno - 1 if before and before[0] is stdlib[0] else stdlib[-1].end_lineno
-        if before and before[0] is not stdlib[0]:
-            at = before[0].lineno - 1
+        # usort's order: the plain imports by name, then the from-imports.
+        plain = [n for n in stdlib if isinstance(n, ast.Import)]
+        after = [n for n in plain if _import_name(n) > module]
+        if after:
+            at = after[0].lineno - 1
+        elif plain:
+            at = plain[-1].end_lineno  # type: ignore[assignment]
+        else:
+            at = stdlib[0].lineno - 1
         lines[at:at] = [f"import {module}\n"]
     elif imports:
         at = imports[0].lineno - 1

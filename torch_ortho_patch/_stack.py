@@ -72,6 +72,10 @@ class Patch:
             of the diff.
         tests: names of the test methods that come with the patch (in
             ``test/upstream_tests.py``).
+        refs: lines that end the commit message, each ``Fixes #N`` or
+            ``See #N`` for a PyTorch issue that the patch fixes or addresses.
+        test_plan: what the Test Plan adds after the ``pytest -k`` command of
+            ``tests``, such as a benchmark and its results.
     """
 
     name: str
@@ -81,6 +85,8 @@ class Patch:
     new_files: tuple[str, ...] = ()
     upstream: bool = True
     tests: tuple[str, ...] = field(default=())
+    refs: tuple[str, ...] = field(default=())
+    test_plan: str = ""
 
 
 @functools.cache

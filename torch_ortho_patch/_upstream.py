@@ -11,16 +11,24 @@ PyTorch's text is stored in this package. See Note [Amend, don't replace] in
 
 Tests: each patch names the test methods that come with it, in this
 repository's ``test/upstream_tests.py`` (or, for ``torch/nn/init.py``,
-``test/upstream_init_tests.py``). With ``torch_src``, they are added to the
-classes of ``test/nn/test_parametrization.py`` (``test/nn/test_init.py``);
-without it, to a new file :data:`NEW_TEST` (:data:`NEW_INIT_TEST`), since the
-installed torch has no tests. A package installed without its ``test/`` folder
-leaves the tests out.
+``test/upstream_init_tests.py``, whose imports are those of upstream's
+``test/nn/test_init.py``). With ``torch_src``, they are added to the classes
+where upstream keeps such tests: those of ``test/nn/test_parametrization.py``,
+``TestNN`` of ``test/test_nn.py`` for the tests of ``RNNBase``, and
+``TestNNInit`` of ``test/nn/test_init.py``; without it, to new files,
+:data:`NEW_TEST`, :data:`NEW_NN_TEST` and :data:`NEW_INIT_TEST` (the installed
+torch has no tests). A package installed without its ``test/`` folder leaves
+the tests out.
 """
 
 import ast
 import difflib
 import email.utils
+import os
+import re
+import shutil
+import subprocess
+import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,22 +41,52 @@ __all__ = ["build_diff", "build_series", "patched_files", "write_series"]
 
 UPSTREAM_TEST = "test/nn/test_parametrization.py"
 NEW_TEST = "test/nn/test_parametrization_orthogonal.py"
+UPSTREAM_NN_TEST = "test/test_nn.py"
+NEW_NN_TEST = "test/nn/test_rnn_parametrized.py"
 UPSTREAM_INIT_TEST = "test/nn/test_init.py"
 NEW_INIT_TEST = "test/nn/test_init_orthogonal.py"
 DOCS = ("docs/source/nn.md", "docs/source/nn.rst")
 _OURS = "torch_ortho_patch"
 _REPO = Path(__file__).parent.parent
 _TESTS = _REPO / "test" / "upstream_tests.py"
-# The tests of torch/nn/init.py, in a file of their own beside _TESTS: its
-# imports are those of upstream's test_init.py.
+# The tests of torch/nn/init.py, in a file of their own beside _TESTS.
 _INIT_TESTS = "upstream_init_tests.py"
-# The class of upstream's test file that gets the methods of a class of ours.
-_CLASSES = {
-    "TestNNParametrization": "TestNNParametrization",
-    "TestNNParametrizationDevice": "TestNNParametrizationDevice",
+# Where the methods of each class of upstream_tests.py go: the upstream test
+# file and class that keep such tests (RNN tests are in test_nn.py's TestNN),
+# and, for a tree without that file (the installed torch), a new file and class.
+@dataclass(frozen=True)
+class _Home:
+    file: str
+    cls: str
+    new_file: str
+    new_cls: str
+    device: bool
+    base: str = "NNTestCase"  # the base class of new_cls
+    parametrized: bool = True  # whether new_cls goes through instantiate_parametrized_tests
+
+
+_HOMES = {
+    "TestNNParametrization": _Home(
+        UPSTREAM_TEST, "TestNNParametrization", NEW_TEST, "TestNNParametrizationOrthogonal", False
+    ),
+    "TestNNParametrizationDevice": _Home(
+        UPSTREAM_TEST,
+        "TestNNParametrizationDevice",
+        NEW_TEST,
+        "TestNNParametrizationOrthogonalDevice",
+        True,
+    ),
+    "TestNN": _Home(UPSTREAM_NN_TEST, "TestNN", NEW_NN_TEST, "TestRNNParametrized", False),
+    "TestNNInit": _Home(
+        UPSTREAM_INIT_TEST,
+        "TestNNInit",
+        NEW_INIT_TEST,
+        "TestNNInitOrthogonal",
+        False,
+        base="TestCase",
+        parametrized=False,
+    ),
 }
-_INIT_CLASSES = {"TestNNInit": "TestNNInit"}
-DEFAULT_AUTHOR = "PyTorch contributor <contributor@example.com>"
 
 
 def _root(torch_src) -> Path:
@@ -66,9 +104,22 @@ def _root(torch_src) -> Path:
 def _read(path: Path) -> str | None:
     try:
         with open(path, encoding="utf-8", newline="") as f:
-            return f.read()
+            text = f.read()
     except FileNotFoundError:
         return None
+    if path.suffix == ".py":
+        _check_syntax(path, text)
+    return text
+
+
+def _check_syntax(path: Path, text: str) -> None:
+    # An unparsable file of the tree is reported in one line, with its place.
+    try:
+        compile(text, str(path), "exec", ast.PyCF_ONLY_AST)
+    except SyntaxError as e:
+        raise ValueError(
+            f"Expected a Python file that parses. Got {e.msg} at {path}:{e.lineno}."
+        ) from None
 
 
 # ----------------------------------------------------------------------------
@@ -80,6 +131,7 @@ class _Method:
     cls: str
     name: str
     source: str  # dedented, the decorators included
+    origin: Path  # the file it was read from, whose imports it may use
 
 
 def _test_methods(tests: Path) -> dict[str, _Method]:
@@ -92,8 +144,23 @@ def _test_methods(tests: Path) -> dict[str, _Method]:
                 if isinstance(item, ast.FunctionDef) and item.name.startswith("test_"):
                     start = min([item.lineno] + [d.lineno for d in item.decorator_list])
                     source = textwrap.dedent("".join(lines[start - 1 : item.end_lineno]))
-                    out[item.name] = _Method(node.name, item.name, source)
+                    out[item.name] = _Method(node.name, item.name, source, tests)
     return out
+
+
+def _init_tests(tests: Path | None) -> Path | None:
+    return tests.with_name(_INIT_TESTS) if tests is not None else None
+
+
+def _all_test_methods(tests: Path | None) -> dict[str, _Method]:
+    # The methods of upstream_tests.py and of the init tests beside it.
+    if tests is None or not tests.is_file():
+        return {}
+    methods = _test_methods(tests)
+    init_tests = _init_tests(tests)
+    if init_tests is not None and init_tests.is_file():
+        methods.update(_test_methods(init_tests))
+    return methods
 
 
 def _test_header(tests: Path) -> str:
@@ -106,57 +173,84 @@ def _test_header(tests: Path) -> str:
     return "".join(lines[imports[0].lineno - 1 : imports[-1].end_lineno])
 
 
-def _new_test_file(tests: Path, methods: list[_Method]) -> str:
+def _new_test_file(methods: list[_Method]) -> str:
+    # A test file of its own for ``methods``, whose classes share one new_file.
     by_class: dict[str, list[_Method]] = {}
     for m in methods:
         by_class.setdefault(m.cls, []).append(m)
-    out = ['# Owner(s): ["module: nn"]\n', _test_header(tests), "\n"]
-    names = {"TestNNParametrization": "TestNNParametrizationOrthogonal"}
-    names["TestNNParametrizationDevice"] = "TestNNParametrizationOrthogonalDevice"
-    for cls in _CLASSES:
+    out = []
+    for cls, home in _HOMES.items():
         if cls not in by_class:
             continue
-        out.append(f"\nclass {names[cls]}(NNTestCase):\n")
+        out.append(f"\nclass {home.new_cls}({home.base}):\n")
         bodies = [textwrap.indent(m.source, "    ") for m in by_class[cls]]
         out.append("\n".join(bodies))
         out.append("\n")
-    out.append("\n")
-    if "TestNNParametrizationDevice" in by_class:
-        out.append(
-            "instantiate_device_type_tests(\n"
-            f'    {names["TestNNParametrizationDevice"]}, globals(), only_for=("cpu", "cuda")\n'
-            ")\n"
-        )
-    if "TestNNParametrization" in by_class:
-        out.append(f'instantiate_parametrized_tests({names["TestNNParametrization"]})\n')
+    instantiations = []
+    for cls, home in _HOMES.items():
+        if cls in by_class and home.device:
+            instantiations.append(
+                "instantiate_device_type_tests(\n"
+                f'    {home.new_cls}, globals(), only_for=("cpu", "cuda")\n'
+                ")\n"
+            )
+    for cls, home in _HOMES.items():
+        if cls in by_class and not home.device and home.parametrized:
+            instantiations.append(f"instantiate_parametrized_tests({home.new_cls})\n")
+    if instantiations:
+        out += ["\n", *instantiations]
     out.append('\nif __name__ == "__main__":\n    run_tests()\n')
-    return "".join(out)
+    body = "".join(out)
+    header = _test_header(methods[0].origin)
+    return '# Owner(s): ["module: nn"]\n' + _used_imports(header, body) + "\n" + body
 
 
-def _new_init_test_file(tests: Path, methods: list[_Method]) -> str:
-    out = ['# Owner(s): ["module: nn"]\n', _test_header(tests), "\n"]
-    out.append("\nclass TestNNInitOrthogonal(TestCase):\n")
-    out.append("\n".join(textwrap.indent(m.source, "    ") for m in methods))
-    out.append('\n\nif __name__ == "__main__":\n    run_tests()\n')
-    return "".join(out)
+def _used_imports(header: str, body: str) -> str:
+    # The import statements of ``header`` that bind a name ``body`` uses, each
+    # with only those names, in the order and layout of ``header``.
+    used = {n.id for n in ast.walk(ast.parse(body)) if isinstance(n, ast.Name)}
+    lines = header.splitlines(keepends=True)
+    out: list[str] = []
+    last = 0
+    groups: list[list[str]] = [[]]
+    for node in ast.parse(header).body:
+        start = node.lineno - 1
+        if any(not line.strip() for line in lines[last:start]):
+            groups.append([])  # a blank line separates two groups of imports
+        last = node.end_lineno or start + 1
+        names = node.names  # type: ignore[attr-defined]
+        keep = [a for a in names if (a.asname or a.name.split(".")[0]) in used]
+        if not keep:
+            continue
+        if len(keep) == len(names):
+            groups[-1].append("".join(lines[start:last]))
+        elif isinstance(node, ast.ImportFrom):
+            joined = ", ".join(a.name + (f" as {a.asname}" if a.asname else "") for a in keep)
+            one = f"from {node.module} import {joined}\n"
+            if len(one) > 88:
+                items = "".join(
+                    f"    {a.name}" + (f" as {a.asname}" if a.asname else "") + ",\n" for a in keep
+                )
+                one = f"from {node.module} import (\n{items})\n"
+            groups[-1].append(one)
+    out = ["".join(g) for g in groups if g]
+    return "\n".join(out)
 
 
-def _add_to_upstream_test(
-    text: str, methods: list[_Method], classes=_CLASSES, path: str = UPSTREAM_TEST
-) -> str:
+def _add_to_upstream_test(text: str, path: str, methods: list[_Method]) -> str:
     tree = ast.parse(text)
     lines = text.splitlines(keepends=True)
     inserts = []
-    for cls, target in classes.items():
+    for cls, home in _HOMES.items():
         ours = [m for m in methods if m.cls == cls]
         if not ours:
             continue
         node = next(
-            (n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == target),
+            (n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == home.cls),
             None,
         )
         if node is None:
-            raise RuntimeError(f"Expected {path} to define {target}.")
+            raise RuntimeError(f"Expected {path} to define {home.cls}.")
         block = []
         for m in ours:
             block += ["\n", *textwrap.indent(m.source, "    ").splitlines(keepends=True)]
@@ -170,12 +264,25 @@ def _add_to_upstream_test(
 # Files
 
 
+def docs_file(torch_src) -> str | None:
+    r"""Return the nn docs page of the tree that the series amends, or ``None``.
+
+    The public maps join its autosummary: ``docs/source/nn.md`` or, in older
+    trees, ``docs/source/nn.rst``. The installed torch has no docs.
+    """
+    if torch_src is None:
+        return None
+    root = _root(torch_src)
+    return next((p for p in DOCS if (root / p).is_file()), None)
+
+
 def _stages(torch_src, tests: Path | None) -> list[tuple[Patch, dict[str, str | None]]]:
     r"""Return the texts after each upstream patch, the unchanged texts first."""
     root = _root(torch_src)
     paths = [PARAMETRIZATIONS, RNN, INIT]
-    if torch_src is not None:
-        paths += [p for p in DOCS if (root / p).is_file()][:1]
+    docs = docs_file(torch_src)
+    if docs is not None:
+        paths.append(docs)
     texts: dict[str, str | None] = {p: _read(root / p) for p in paths}
     for path in (PARAMETRIZATIONS, RNN, INIT):
         if texts[path] is None:
@@ -184,45 +291,43 @@ def _stages(torch_src, tests: Path | None) -> list[tuple[Patch, dict[str, str | 
             )
     for path in _stack.NEW_FILES:
         texts[path] = _read(root / path)
-    methods = _test_methods(tests) if tests is not None and tests.is_file() else {}
-    upstream_test = _read(root / UPSTREAM_TEST) if torch_src is not None else None
-    test_path = UPSTREAM_TEST if upstream_test is not None else NEW_TEST
-    texts[test_path] = upstream_test if upstream_test is not None else _read(root / NEW_TEST)
-    init_tests = tests.with_name(_INIT_TESTS) if tests is not None else None
-    init_methods = (
-        _test_methods(init_tests) if init_tests is not None and init_tests.is_file() else {}
-    )
-    upstream_init = _read(root / UPSTREAM_INIT_TEST) if torch_src is not None else None
-    init_path = UPSTREAM_INIT_TEST if upstream_init is not None else NEW_INIT_TEST
-    texts[init_path] = upstream_init if upstream_init is not None else _read(root / NEW_INIT_TEST)
+    methods = _all_test_methods(tests)
+    init_tests = _init_tests(tests)
+    # The test files: upstream's where the tree has them, else new ones.
+    upstream_tests: dict[str, str] = {}
+    for home in _HOMES.values():
+        text = _read(root / home.file) if torch_src is not None else None
+        if text is not None:
+            upstream_tests[home.file] = text
+            texts[home.file] = text
     stages = []
     landed: list[_Method] = []
-    landed_init: list[_Method] = []
     for patch in _stack.upstream_patches():
         texts = _stack.apply(texts, [patch])
-        missing = [t for t in patch.tests if t not in methods and t not in init_methods]
+        missing = [t for t in patch.tests if t not in methods]
         if methods and missing:
             raise RuntimeError(
                 f"Expected {tests} or {init_tests} to define {missing} for {patch.name}."
             )
-        ours_init = [init_methods[t] for t in patch.tests if t in init_methods]
-        if ours_init:
-            landed_init += ours_init
-            if upstream_init is not None:
-                texts[init_path] = _add_to_upstream_test(
-                    texts[init_path] or "", ours_init, _INIT_CLASSES, UPSTREAM_INIT_TEST
-                )
-            else:
-                texts[init_path] = _new_init_test_file(init_tests, landed_init)  # type: ignore[arg-type]
         ours = [methods[t] for t in patch.tests if t in methods]
-        if ours:
-            landed += ours
-            if upstream_test is not None:
-                texts[test_path] = _add_to_upstream_test(texts[test_path] or "", ours)  # type: ignore[assignment]
+        landed += ours
+        for path in {_test_path(torch_src, m.cls) for m in ours}:
+            here = [m for m in ours if _test_path(torch_src, m.cls) == path]
+            if path in upstream_tests:
+                texts[path] = _add_to_upstream_test(texts[path] or "", path, here)
             else:
-                texts[test_path] = _new_test_file(tests, landed)  # type: ignore[arg-type]
+                new = [m for m in landed if _test_path(torch_src, m.cls) == path]
+                texts[path] = _new_test_file(new)
         stages.append((patch, dict(texts)))
     return stages
+
+
+def _test_path(torch_src, cls: str) -> str:
+    # Where the tests of one class of upstream_tests.py land.
+    home = _HOMES[cls]
+    if torch_src is not None and (Path(torch_src) / home.file).is_file():
+        return home.file
+    return home.new_file
 
 
 def _default_tests() -> Path | None:
@@ -302,6 +407,22 @@ class SeriesPatch:
 
     patch: Patch
     diff: str
+    test_file: str = UPSTREAM_TEST
+
+    def message(self) -> str:
+        r"""Return the commit message body: motivation and change, references, Test Plan."""
+        parts = [self.patch.body.strip("\n")]
+        if self.patch.refs:
+            parts.append("\n".join(self.patch.refs))
+        if self.patch.tests:
+            selection = " or ".join(self.patch.tests)
+            parts.append(
+                "Test Plan:\n"
+                f'python -m pytest {self.test_file} -k "{selection}"'
+            )
+        if self.patch.test_plan:
+            parts.append(self.patch.test_plan.strip("\n"))
+        return "\n\n".join(parts) + "\n"
 
     def stat(self) -> list[tuple[str, int, int]]:
         r"""Return ``[(path, insertions, deletions)]``, as ``git diff --stat`` counts."""
@@ -322,6 +443,7 @@ def build_series(torch_src=None, tests=None) -> list[SeriesPatch]:
     r"""Return the upstream change as a list of patches, each against the one before."""
     tests = Path(tests) if tests is not None else _default_tests()
     root = _root(torch_src)
+    methods = _all_test_methods(tests)
     previous: dict[str, str | None] = {}
     out = []
     for patch, texts in _stages(torch_src, tests):
@@ -332,9 +454,26 @@ def build_series(torch_src=None, tests=None) -> list[SeriesPatch]:
                 chunks.append(_unified(path, old, new))
         diff = "".join(chunks)
         _check_clean({p: (None, t) for p, t in texts.items() if t is not None})
-        out.append(SeriesPatch(patch, diff))
+        homes = sorted({_test_path(torch_src, methods[t].cls) for t in patch.tests if t in methods})
+        out.append(SeriesPatch(patch, diff, " ".join(homes) or UPSTREAM_TEST))
         previous = texts
     return out
+
+
+def size_table(series: list[SeriesPatch]) -> str:
+    r"""Return the series as a Markdown table: number, name, subject, size, tests.
+
+    The RFC's table of the stack is this table, for torch 2.13.0's files.
+    """
+    rows = ["| # | patch | subject | size | tests |", "|---|---|---|---|---|"]
+    for i, item in enumerate(series, 1):
+        stat = item.stat()
+        plus, minus = sum(a for _, a, _ in stat), sum(d for _, _, d in stat)
+        tests = ", ".join(f"`{t}`" for t in item.patch.tests) or "none"
+        rows.append(
+            f"| {i} | {item.patch.name} | {item.patch.subject} | +{plus} -{minus} | {tests} |"
+        )
+    return "\n".join(rows) + "\n"
 
 
 def _format_patch(i: int, n: int, item: SeriesPatch, author: str, date: str) -> str:
@@ -350,7 +489,7 @@ def _format_patch(i: int, n: int, item: SeriesPatch, author: str, date: str) -> 
         f"{added} insertion{'s' if added != 1 else ''}(+), "
         f"{deleted} deletion{'s' if deleted != 1 else ''}(-)\n"
     )
-    body = item.patch.body.rstrip("\n") + "\n"
+    body = item.message()
     return (
         "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\n"
         f"From: {author}\n"
@@ -366,23 +505,95 @@ def _format_patch(i: int, n: int, item: SeriesPatch, author: str, date: str) -> 
     )
 
 
+_AUTHOR = re.compile(r"[^<>@\s][^<>@\r\n]* <[^<>@\s]+@[^<>@\s]+>")
+
+
+def check_author(author) -> str:
+    r"""Return ``author`` if it is ``Name <user@host>`` on one line; raise otherwise."""
+    if not isinstance(author, str):
+        raise TypeError(f"Expected the author to be a str. Got {type(author).__name__}.")
+    if _AUTHOR.fullmatch(author) is None:
+        raise ValueError(f"Expected an author as 'Name <user@host>', on one line. Got {author!r}.")
+    return author
+
+
+def git_author(cwd=None) -> str:
+    r"""Return the user's git identity as ``Name <email>``.
+
+    Raises:
+        ValueError: if git is missing, or ``user.name`` or ``user.email`` is not set.
+    """
+    values = []
+    for key in ("user.name", "user.email"):
+        try:
+            proc = subprocess.run(
+                ["git", "config", key], cwd=cwd, capture_output=True, text=True, check=False
+            )
+        except OSError:
+            proc = None
+        value = proc.stdout.strip() if proc is not None and proc.returncode == 0 else ""
+        if not value:
+            raise ValueError(
+                f"Expected an author: pass --author 'Name <user@host>', or set git's "
+                f"{key}. Got no {key}."
+            )
+        values.append(value)
+    return check_author(f"{values[0]} <{values[1]}>")
+
+
 def write_series(
-    directory, torch_src=None, tests=None, author: str = DEFAULT_AUTHOR
+    directory, torch_src=None, tests=None, author: str | None = None, force: bool = False
 ) -> list[Path]:
     r"""Write the series to ``directory`` as ``0001-<name>.patch``, ... and return the paths.
 
     Each file is in ``git format-patch`` form: a subject and a body for the
     reviewer, a diffstat and the diff. Apply them in order with ``git am`` (or
     ``git apply``) at the root of the PyTorch tree they were made from.
-    """
-    series = build_series(torch_src, tests)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    date = email.utils.formatdate(usegmt=True)
-    paths = []
-    for i, item in enumerate(series, 1):
-        path = directory / f"{i:04d}-{item.patch.name}.patch"
-        path.write_text(_format_patch(i, len(series), item, author, date), encoding="utf-8")
-        paths.append(path)
-    return paths
 
+    Args:
+        author (str, optional): ``Name <user@host>``. Default: the user's git
+            identity (``git config user.name`` and ``user.email``).
+        force (bool, optional): write into a ``directory`` that is not empty,
+            removing the ``*.patch`` files it has first. Default: ``False``.
+
+    Raises:
+        ValueError: if ``author`` is malformed or there is none, or if
+            ``directory`` is not empty and ``force`` is not set.
+
+    The series is written to a temporary directory beside ``directory`` and
+    moved in place once complete, so a failure leaves no partial series.
+    """
+    author = check_author(author) if author is not None else git_author()
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"Expected a directory for the series. Got the file {str(directory)!r}.")
+    if directory.is_dir() and any(directory.iterdir()) and not force:
+        raise ValueError(
+            f"Expected an empty or new directory for the series. Got {str(directory)!r}, "
+            "which is not empty (pass --force to replace the *.patch files in it)."
+        )
+    series = build_series(torch_src, tests)
+    date = email.utils.formatdate(usegmt=True)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    names = [f"{i:04d}-{item.patch.name}.patch" for i, item in enumerate(series, 1)]
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0o700 is for the staging only
+    try:
+        for i, (name, item) in enumerate(zip(names, series, strict=True), 1):
+            text = _format_patch(i, len(series), item, author, date)
+            (staging / name).write_text(text, encoding="utf-8")
+        if directory.is_dir():
+            for old in directory.glob("*.patch"):
+                old.unlink()
+        if not directory.exists() or not any(directory.iterdir()):
+            # An empty directory is replaced whole, in one rename.
+            os.replace(staging, directory)
+        else:
+            # Other files stay: the patches move in one by one, each atomically.
+            for name in names:
+                os.replace(staging / name, directory / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [directory / name for name in names]

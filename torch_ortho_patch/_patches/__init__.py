@@ -12,12 +12,12 @@ STACK = (
     "make_orthogonal_rank",
     "rnn_read_once",
     "rnn_deepcopy",
-    "cayley_batched_lu",
     "orthogonal_arguments",
     "blocks",
     "public_maps",
     "half_precision",
     "skew_matrix_exp",
     "init_blocks",
+    "cayley_batched_lu",
     "runtime_rnn_subclass",
 )

@@ -17,7 +17,8 @@ from ._source import source_of
 # nn.GRU and nn.LSTM keep the matrices of their gates stacked by rows:
 # weight_hh_l0 is [W_hr; W_hz; W_hn] of shape (3 * H, H) for a GRU and
 # [W_hi; W_hf; W_hg; W_ho] of shape (4 * H, H) for an LSTM (weight_ih_l* and
-# proj_size give non-square gates of the same layout). As one tall matrix such
+# proj_size give non-square gates of the same layout). nn.GRUCell and
+# nn.LSTMCell stack theirs the same way in weight_ih and weight_hh. As one tall matrix such
 # a weight gets orthonormal columns, and none of its gates is orthogonal.
 # blocks=k reads a (..., k * n, m) tensor as k matrices of shape (n, m). The
 # rows of one block are contiguous, so the split is a view, (..., k, n, m), and
@@ -34,16 +35,21 @@ def _merge_blocks(Q: Tensor, blocks: int) -> Tensor:
     return Q if blocks == 1 else Q.flatten(-3, -2)
 
 
-def _rnn_gates(module: Module, name: str) -> int:
+def _rnn_gates(module: Module | None, name: str) -> int:
     # The number of gate matrices that an RNN module stacks in its weight `name`.
     if isinstance(module, torch.nn.RNNBase) and name.startswith(
         ("weight_ih_l", "weight_hh_l")
     ):
         return {"LSTM": 4, "GRU": 3}.get(module.mode, 1)
+    if isinstance(module, torch.nn.RNNCellBase) and name in ("weight_ih", "weight_hh"):
+        if isinstance(module, torch.nn.LSTMCell):
+            return 4
+        if isinstance(module, torch.nn.GRUCell):
+            return 3
     return 1
 
 
-def _check_blocks(module: Module, name: str, weight: Tensor, blocks) -> int:
+def _check_blocks(module: Module | None, name: str, weight: Tensor, blocks) -> int:
     # Returns the number of row blocks, 1 without blocks. See Note [Row blocks].
     gates = _rnn_gates(module, name)
     if blocks is None:
@@ -54,7 +60,7 @@ def _check_blocks(module: Module, name: str, weight: Tensor, blocks) -> int:
             else:
                 each = f"have orthonormal {'columns' if n > m else 'rows'}"
             warnings.warn(
-                f"orthogonal: '{name}' of {type(module).__name__} stacks {gates} "
+                f"orthogonal: {name!r} of {type(module).__name__} stacks {gates} "
                 f"gate matrices of shape {(n, m)} along dim 0. Without blocks it "
                 f"is constrained as one {tuple(weight.shape)} matrix, and its gate "
                 f"matrices are not orthogonal. Pass blocks={gates} for each gate matrix "
@@ -77,11 +83,11 @@ def _check_blocks(module: Module, name: str, weight: Tensor, blocks) -> int:
     if blocks < 1 or rows % blocks != 0:
         raise ValueError(
             "Expected blocks to be a positive divisor of the number of rows "
-            f"(dim -2) of '{name}', {rows}. Got blocks={blocks}."
+            f"(dim -2) of {name!r}, {rows}. Got blocks={blocks}."
         )
     if gates > 1 and blocks not in (1, gates):
         raise ValueError(
-            f"Expected blocks={gates} (or blocks=1) for '{name}' of "
+            f"Expected blocks={gates} (or blocks=1) for {name!r} of "
             f"{type(module).__name__}, which stacks {gates} gate matrices. "
             f"Got blocks={blocks}."
         )
@@ -100,23 +106,30 @@ shape `(m, n)` stacked along dimension `-2`, and each of them is made
 orthogonal as above (its default ``orthogonal_map`` is chosen from the shape of
 one block). This is how :class:`~torch.nn.GRU` (``blocks=3``) and
 :class:`~torch.nn.LSTM` (``blocks=4``) store the matrices of their gates in
-``weight_ih_l[k]`` and ``weight_hh_l[k]``: without ``blocks`` the stacked
-matrix gets orthonormal columns, and none of its gates is orthogonal.
+``weight_ih_l[k]`` and ``weight_hh_l[k]``, and :class:`~torch.nn.GRUCell` and
+:class:`~torch.nn.LSTMCell` in ``weight_ih`` and ``weight_hh``: without
+``blocks`` the stacked matrix gets orthonormal columns, and none of its gates
+is orthogonal.
 """
 
 _ARG_DOC = """\
 blocks (int, optional): number of matrices stacked along dimension `-2`,
     each of which is made orthogonal. ``3`` for the gate weights of
-    :class:`~torch.nn.GRU`, ``4`` for :class:`~torch.nn.LSTM`.
+    :class:`~torch.nn.GRU` and :class:`~torch.nn.GRUCell`, ``4`` for
+    :class:`~torch.nn.LSTM` and :class:`~torch.nn.LSTMCell`.
     Default: ``None``, the tensor is one matrix (or a batch of them).
 """
 
-_WARNS = """\
-Warns:
-    UserWarning: if ``blocks`` is not given for a gate weight of
-    :class:`~torch.nn.GRU` or :class:`~torch.nn.LSTM`, which stacks the
-    matrices of several gates.
+_WARNING = """\
+.. warning::
+    For a gate weight of :class:`~torch.nn.GRU`, :class:`~torch.nn.LSTM`,
+    :class:`~torch.nn.GRUCell` or :class:`~torch.nn.LSTMCell` that is given no
+    ``blocks``, this function warns with a :class:`UserWarning`: the weight
+    stacks the matrices of several gates, and none of them becomes orthogonal.
+    Pass ``blocks`` with the number of gates to constrain each gate, or
+    ``blocks=1`` to constrain the stacked matrix as a whole.
 """
+
 
 _EXAMPLE = """\
 >>> gru = orthogonal(nn.GRU(8, 8), "weight_hh_l0", blocks=3)
@@ -210,18 +223,18 @@ def edit(path, text):
         """,
         "construction of _Orthogonal",
     )
-    # The docstring: a paragraph, an argument, a Warns section and an example.
+    # The docstring: a paragraph and a warning, an argument and an example.
     text = E.docstring_insert(
         text, "orthogonal", _PARAGRAPH, before=lambda s: s.startswith(".. note::"),
         what="a note",
     )
     text = E.docstring_insert(
-        text, "orthogonal", _ARG_DOC, before=lambda s: s == "Returns:",
-        what="a Returns section", skip_blank_back=True, relative="    ",
+        text, "orthogonal", _WARNING, before=lambda s: s.startswith(".. note::"),
+        what="a note",
     )
     text = E.docstring_insert(
-        text, "orthogonal", _WARNS, before=lambda s: s.startswith("Example::"),
-        what="an Example section", skip_blank_back=True, blank_before=True,
+        text, "orthogonal", _ARG_DOC, before=lambda s: s == "Returns:",
+        what="a Returns section", skip_blank_back=True, relative="    ",
     )
     text = E.docstring_insert(
         text, "orthogonal", _EXAMPLE, before=lambda s: s in ('"""', "'''"),
@@ -257,10 +270,12 @@ Add a keyword-only blocks=k: a (..., k * n, m) tensor is k matrices of shape
 (..., k, n, m), so the blocks are extra batch elements of the same batched
 computation, the base of the trivialization gets shape (..., k, N, N) and the
 state dict keeps its keys. The default map is chosen from the shape of one
-block. For a gate weight of GRU or LSTM, blocks must match the number of
-gates (or be 1), and leaving it out warns, naming the argument that fixes it;
-other tensors do not warn, since orthonormal columns are what orthogonal()
-documents for them. blocks=None and blocks=1 give the same values as before.
+block. For a gate weight of GRU, LSTM, GRUCell or LSTMCell, blocks must
+match the number of gates (or be 1), and leaving it out warns, naming the
+argument that fixes it; other tensors do not warn, since orthonormal columns
+are what orthogonal() documents for them. blocks=None and blocks=1 give the
+same values as before. The docstring documents the warning as a
+.. warning::.
 """,
     edit=edit,
     tests=(
@@ -268,4 +283,5 @@ documents for them. blocks=None and blocks=1 give the same values as before.
         "test_orthogonal_blocks_errors",
         "test_orthogonal_rnn_gates_warn",
     ),
+    refs=("Fixes #102740",),
 )

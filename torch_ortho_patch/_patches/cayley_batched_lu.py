@@ -3,6 +3,7 @@ import ast
 
 import torch
 from torch import Tensor
+from torch.torch_version import TorchVersion
 
 from .. import _edits as E
 from .._stack import Patch, PARAMETRIZATIONS
@@ -13,19 +14,26 @@ from ._source import source_of
 # ~~~~~~~~~~~~~~~~~~~~~
 # On CPU with more than one thread, the batched LU factorization behind
 # torch.linalg.solve can return wrong values, raise, or hang for a batch of
-# two or more matrices of size about 150 and larger (pytorch#142815). It was
-# seen wrong at n = 151, 152 and from 159 on, hanging at n = 150, and never
-# wrong at n <= 144. The Cayley map solves exactly such batches once a weight
-# holds several matrices. Solving one matrix at a time is correct at every
-# size and thread count, and gives bit for bit what the batched kernel gives
-# where that kernel is right, for the cost of a loop over the batch; we loop
-# from _LU_UNSAFE_MIN_SIZE on, which leaves room below the smallest failing
-# size. Under torch.vmap the batch is not in A.shape and cannot be looped
-# over, so there we solve the normal equations by Cholesky, which has no LU;
-# they square the condition number of A, which is harmless here because every
-# singular value of I - A/2 is at least 1. Under torch.compile the thread count
-# is not a constant of the graph, so compiled code loops whenever the shape
-# calls for it.
+# two or more matrices of size about 150 and larger
+# (https://github.com/pytorch/pytorch/issues/142815). The cause is in ATen:
+# apply_lu_factor computes a grain size for at::parallel_for that truncates to
+# 0 for large matrices, so every thread calls getrf at once, and MKL's laswp is
+# not safe to call that way. The fix belongs there, and is
+# https://github.com/pytorch/pytorch/pull/181570. This Python workaround is
+# therefore part of the runtime only, not of the upstream series.
+#
+# It was seen wrong at n = 151, 152 and from 159 on, hanging at n = 150, and
+# never wrong at n <= 144. The Cayley map solves exactly such batches once a
+# weight holds several matrices. Solving one matrix at a time is correct at
+# every size and thread count, and gives bit for bit what the batched kernel
+# gives where that kernel is right, for the cost of a loop over the batch; we
+# loop from _LU_UNSAFE_MIN_SIZE on, which leaves room below the smallest
+# failing size. Under torch.vmap the batch is not in A.shape and cannot be
+# looped over, so there we solve the normal equations by Cholesky, which has no
+# LU; they square the condition number of A, which is harmless here because
+# every singular value of I - A/2 is at least 1. Under torch.compile the thread
+# count is not a constant of the graph, so compiled code loops whenever the
+# shape calls for it.
 _LU_UNSAFE_MIN_SIZE = 128
 
 
@@ -49,6 +57,31 @@ def _solve(A: Tensor, B: Tensor) -> Tensor:
     return X.reshape(B.shape)
 
 
+# Note [Which releases get the batched LU workaround]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# The patch applies to the releases known to have the fault, by version, and
+# not after a probe. A probe would have to run the faulty kernel: at some sizes
+# it hangs rather than fails, which would hang install() or the import of
+# torch_ortho_patch.parametrizations; a run that happens to be right proves
+# nothing, since the fault depends on thread timing; MKL prints its errors to
+# stderr; and the answer holds only for the thread count of the probe, which
+# torch.set_num_threads changes later. Every supported release has the fault
+# (checked on 2.4.1, 2.13 and 2.15 with the reproducer of the issue), and no
+# release has the fix yet, so _LU_FIXED_IN is None: every release gets the
+# workaround. Once the ATen fix ships, set it to the first release with it.
+_LU_FIXED_IN: str | None = None
+
+
+def has_lu_fault(version: str | None = None) -> bool:
+    r"""Return whether torch ``version`` (default: the installed one) has the fault.
+
+    See Note [Which releases get the batched LU workaround].
+    """
+    if _LU_FIXED_IN is None:
+        return True
+    return TorchVersion(torch.__version__ if version is None else version) < _LU_FIXED_IN
+
+
 def _solves(node):
     return isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and (
         E.dotted(node.value.func) == "torch.linalg.solve"
@@ -56,10 +89,17 @@ def _solves(node):
 
 
 def edit(path, text):
-    if path != PARAMETRIZATIONS:
+    if path != PARAMETRIZATIONS or not has_lu_fault():
         return text
-    where = "_Orthogonal.forward"
-    stmt = E.find_stmt(ast.parse(text), where, _solves, "call of torch.linalg.solve")
+    tree = ast.parse(text)
+    # The maps are in _Orthogonal._map after the public-maps patch, and in
+    # forward before it.
+    where = "_Orthogonal._map"
+    try:
+        E.find_def(tree, where)
+    except E.AnchorError:
+        where = "_Orthogonal.forward"
+    stmt = E.find_stmt(tree, where, _solves, "call of torch.linalg.solve")
     target = ast.get_source_segment(text, stmt.targets[0])  # type: ignore[attr-defined]
     args = ", ".join(ast.get_source_segment(text, a) for a in stmt.value.args)  # type: ignore[attr-defined, misc]
     indent = stmt.col_offset
@@ -74,20 +114,21 @@ def edit(path, text):
 
 PATCH = Patch(
     name="cayley-batched-lu",
-    subject="Solve one matrix at a time in the Cayley map where batched LU fails",
+    subject="(runtime only) Solve one matrix at a time where batched LU fails",
     body="""\
 On CPU with two or more threads, torch.linalg.solve on a batch of matrices of
 size about 150 and larger can return wrong values, raise, or hang
-(pytorch#142815). orthogonal(..., orthogonal_map="cayley") on a batched weight
-then returns a non-orthogonal matrix without a word.
+(https://github.com/pytorch/pytorch/issues/142815). orthogonal(...,
+orthogonal_map="cayley") on a batched weight then returns a non-orthogonal
+matrix without a word.
 
-Add _solve, which loops over the batch from n = 128 on, on CPU, with more
-than one thread, and calls torch.linalg.solve otherwise. Where the batched
-kernel is right the loop gives bit for bit the same values. Under torch.vmap,
-where the batch cannot be looped over, it solves the normal equations by
-Cholesky instead. The reasons and the sizes that were seen failing are in
-Note [CPU batched LU].
+The cause is the grain size of apply_lu_factor in ATen, and its fix is
+https://github.com/pytorch/pytorch/pull/181570; a Python workaround does not
+belong in the upstream change. The runtime solves one matrix at a time from
+n = 128 on, on CPU, with more than one thread, on the releases that have the
+fault (all of them, so far). See Note [CPU batched LU] and
+Note [Which releases get the batched LU workaround].
 """,
     edit=edit,
-    tests=("test_orthogonal_cayley_batched_large",),
+    upstream=False,
 )

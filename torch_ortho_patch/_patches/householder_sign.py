@@ -30,16 +30,19 @@ def edit(path, text):
         f"torch.where({receiver} < 0, -1, 1)",
         "call of .int()",
     )
-    return E.insert_stmts(
+    # The comment above the statement says that the diagonal is +-1 and names
+    # the cast, which is gone; it is replaced. See the body below.
+    return E.replace_comment_above(
         text,
         "_Orthogonal.forward",
         lambda n: n.lineno == stmt.lineno and isinstance(n, ast.Assign),
         """
-        # Weight decay moves a -1 of the diagonal towards 0, where .int() would
-        # truncate it and zero its column: read the sign, with 0 counted as +1.
+        # right_inverse sets the diagonal of X to 1's and -1's, and weight decay
+        # moves it towards 0. Read the sign of each entry, with 0 counted as +1:
+        # .int() would truncate every entry of magnitude below 1 to 0 and zero
+        # its column. The signs get no gradient, so neither does the diagonal.
         """,
-        "the statement that reads the signs",
-        after=False,
+        "statement that reads the signs",
     )
 
 
@@ -49,14 +52,18 @@ PATCH = Patch(
     body="""\
 The householder map of orthogonal() takes the sign of each column from the
 diagonal of the original tensor, which right_inverse sets to exactly +1 or -1,
-and reads it with .int(). Weight decay moves -1 towards 0; .int() truncates
--0.99 to 0 and the column becomes zero. With AdamW at its defaults a
-non-square orthogonal weight loses all its -1 columns in the first step and
-never recovers, with no error.
+and reads it with .int(). Weight decay shrinks the whole diagonal towards 0,
+and .int() truncates every entry of magnitude below 1 to 0, of either sign:
+the diagonal [0.99, 1, 0.5] gives column norms [0, 1, 0]. One AdamW step at
+its defaults moves every entry off +-1, and the weight of
+orthogonal(nn.Linear(3, 6)), whose default map is householder, becomes all
+zeros, for good and with no error.
 
 Read the sign with torch.where(d < 0, -1, 1) instead: the same values as
 before whenever the diagonal is exactly +-1, and orthonormal columns for any
-original tensor.
+original tensor. The comment above that line said that the diagonal is 1's
+and -1's and that the cast keeps it out of autograd; it is replaced by one that
+says what holds now.
 """,
     edit=edit,
     tests=("test_orthogonal_householder_weight_decay",),

@@ -151,13 +151,9 @@ size(0), or None; other values raise the TypeError or ValueError that
 orthogonal(..., blocks=) raises. Without blocks, and with blocks=1, the code
 that runs is the code of today, so the values and what is drawn from the
 random stream, with or without a generator, do not change.
-
-See #102740
-
-Test Plan:
-python -m pytest test/nn/test_init.py -k test_orthogonal
 """,
     edit=edit,
+    refs=("See #102740",),
     tests=(
         "test_orthogonal_gate_blocks",
         "test_orthogonal_fills_each_block",

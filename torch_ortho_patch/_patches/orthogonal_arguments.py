@@ -74,11 +74,12 @@ PATCH = Patch(
     body="""\
 Three inputs of orthogonal() fail late or in an unrelated way:
 
-* orthogonal_map is looked up with getattr() on the enum, so
-  orthogonal_map="__class__" (or any attribute of an Enum) registers and then
-  fails with a KeyError on first use, and a non-string gives "attribute name
-  must be string". Accept only members of _OrthMaps, and raise a TypeError for
-  a non-string.
+* orthogonal_map is looked up with getattr() on the enum, so a name that is
+  some other attribute of the Enum class, such as "__class__", "mro" or
+  "__len__", is accepted: the parametrization registers, is neither
+  matrix_exp nor cayley, and silently runs the householder map. A non-string
+  gives "attribute name must be string, not 'int'". Accept only members of
+  _OrthMaps, and raise a TypeError for a non-string.
 * An integer weight gets "torch.finfo() requires a floating point input
   type" from inside right_inverse. Raise a TypeError that names the dtype.
 * On a tensor that is parametrized already (orthogonal() applied twice, or

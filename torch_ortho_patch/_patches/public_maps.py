@@ -241,7 +241,7 @@ def _move_maps(text):
         for line in _HEADER.splitlines(keepends=True)
     ]
     method += moved_lines
-    method.append(f"{indent}return Q  # type: ignore[possibly-undefined]\n")
+    method.append(f"{indent}return Q\n")
     lines[stmt.lineno - 1 : stmt.end_lineno] = [
         f"{indent}Q = self._map(X, self.orthogonal_map)\n"
     ]
@@ -322,4 +322,5 @@ parametrization without its base. forward computes what it did before.
 """,
     edit=edit,
     tests=("test_orthogonal_maps", "test_orthogonal_maps_errors"),
+    refs=("See #102740",),
 )

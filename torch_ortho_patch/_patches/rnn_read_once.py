@@ -6,7 +6,10 @@ from .._stack import Patch, RNN
 
 
 _READ = "[getattr(self, wn, None) for wn in self._flat_weights_names]"
-_ARG = "flat_weights: list[Tensor | None] | None = None"
+# The weights as getattr() returns them: Parameters, or the Tensors that their
+# parametrizations compute. A list of Any, as the list the methods built before
+# was, so that the weak references to them keep their declared type.
+_ARG = "flat_weights: list | None = None"
 
 
 def _zip_call(node):
@@ -17,15 +20,14 @@ def edit(path, text):
     if path != RNN:
         return text
     # _init_flat_weights(flat_weights=None)
-    text = E.replace_header(
-        text,
-        "RNNBase._init_flat_weights",
-        f"""
+    header = f"def _init_flat_weights(self, {_ARG}) -> None:"
+    if len(header) + 4 > E.LINE_LENGTH:  # as the formatter splits it
+        header = f"""
         def _init_flat_weights(
             self, {_ARG}
         ) -> None:
-        """,
-    )
+        """
+    text = E.replace_header(text, "RNNBase._init_flat_weights", header)
     text = E.replace_stmt(
         text,
         "RNNBase._init_flat_weights",
