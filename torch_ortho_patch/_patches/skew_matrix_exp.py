@@ -63,13 +63,13 @@ thread, ratio to torch.matrix_exp, median of 5 interleaved rounds (range):
             print(n, f.__name__, t.blocked_autorange(min_run_time=1).median)
 
       n   torch.matrix_exp   skew_matrix_exp   ratio (range)
-     64            4.04 ms           2.04 ms   0.50 (0.48-0.79)
-    128           22.4 ms            8.30 ms   0.36 (0.34-0.41)
-    256          153 ms             48.9 ms    0.31 (0.30-0.37)
-    512         1303 ms              345 ms    0.27 (0.24-0.29)
+     64            4.30 ms           2.15 ms   0.50 (0.49-0.51)
+    128           23.4 ms            8.72 ms   0.37 (0.33-0.40)
+    256          147 ms             43.6 ms    0.30 (0.29-0.30)
+    512         1228 ms              334 ms    0.27 (0.24-0.31)
 
-Of that, the forward (torch.matrix_exp itself) is 0.08 to 0.12 and the
-double precision eigh 0.10 to 0.16 of torch.matrix_exp's forward + backward.
+Of that, the forward (torch.matrix_exp itself) is 0.09 to 0.12 and the
+double precision eigh 0.11 to 0.16 of torch.matrix_exp's forward + backward.
 Measured on a shared 2-core AMD EPYC virtual machine, torch 2.13.0+cpu.
 """
 
