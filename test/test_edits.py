@@ -242,7 +242,7 @@ class TestTorchSrc(TestCase):
         # its autosummary the same way. A tree with neither page gets no hunk.
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
-            for path in (_stack.PARAMETRIZATIONS, _stack.RNN):
+            for path in (_stack.PARAMETRIZATIONS, _stack.RNN, _stack.INIT):
                 (root / path).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(_stack.installed_root() / path, root / path)
             self.assertIsNone(_upstream.docs_file(root))
