@@ -59,9 +59,9 @@ def edit(path, text):
     if path != PARAMETRIZATIONS:
         return text
     where = "_Orthogonal.forward"
-    stmt = E.find_stmt(ast.parse(text), where, _solves, "call of torch.linalg.solve")
-    target = ast.get_source_segment(text, stmt.targets[0])  # type: ignore[attr-defined]
-    args = ", ".join(ast.get_source_segment(text, a) for a in stmt.value.args)  # type: ignore[attr-defined, misc]
+    stmt = E.find_stmt(E.parse(text), where, _solves, "call of torch.linalg.solve")
+    target = E.segment(text, stmt.targets[0])  # type: ignore[attr-defined]
+    args = ", ".join(E.segment(text, a) for a in stmt.value.args)  # type: ignore[attr-defined, misc]
     indent = stmt.col_offset
     one_line = f"{target} = _solve({args})"
     if indent + len(one_line) > E.LINE_LENGTH:
