@@ -61,6 +61,7 @@ def _probe(cache: str) -> dict[str, float]:
         env=_env(cache),
         capture_output=True,
         text=True,
+        check=False,
     )
     if result.returncode != 0:
         raise RuntimeError(f"Expected the start-up probe to run. It failed:\n{result.stderr}")

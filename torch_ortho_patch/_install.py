@@ -286,7 +286,11 @@ def install() -> None:
     :class:`torch.nn.GRU` read each weight once per forward, so that a parametrized
     RNN weight is computed once per call rather than four times.
 
-    Calling it again does nothing. It is safe to call from several threads.
+    Calling it again does nothing. It is safe to call from several threads, also
+    while others run forwards of RNNs (see Note [Swapping methods under running
+    forwards]). If a function it replaces is not torch's own (another library
+    patched it), it warns, naming it: that patch has no effect while installed,
+    and :func:`uninstall` puts it back.
 
     .. note::
         This is a monkeypatch: it rebinds module attributes. A name bound before
@@ -366,7 +370,11 @@ def uninstall() -> None:
     :func:`install` is left alone, with a :class:`UserWarning`.
 
     Parametrizations registered while installed keep working: they are ordinary
-    modules of :mod:`torch_ortho_patch`.
+    modules of :mod:`torch_ortho_patch`. An RNN parametrized while installed
+    keeps the amended methods on its own class, so it still reads each weight
+    once per forward and can be deep-copied (see Note [Parametrized RNN classes
+    keep the amended methods] in :mod:`torch_ortho_patch._rnn`). Forwards that
+    other threads run meanwhile are safe.
     """
     global _active
     with _lock:

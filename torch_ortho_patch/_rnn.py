@@ -1,13 +1,16 @@
 # mypy: allow-untyped-defs
 r"""The ``RNNBase`` methods that the stack amends, and where they are set.
 
-:func:`torch_ortho_patch.install` sets them on :class:`torch.nn.RNNBase`. Without
-it, :func:`amend_rnn_class` sets them on the class of its own that
+:func:`torch_ortho_patch.install` sets them on :class:`torch.nn.RNNBase`.
+:func:`amend_rnn_class` sets them on the class of its own that
 :func:`~torch.nn.utils.parametrize.register_parametrization` gives a
 parametrized RNN, so :func:`torch_ortho_patch.orthogonal` amends just the RNNs
-it parametrizes; removing the parametrization restores the module's class and
-with it torch's methods. See Note [RNN weights read once per forward] in the
-amended ``torch/nn/modules/rnn.py`` (``python -m torch_ortho_patch diff``).
+it parametrizes (installed or not); removing the parametrization restores the
+module's class and with it torch's methods. See Note [RNN weights read once per
+forward] in the amended ``torch/nn/modules/rnn.py`` (``python -m
+torch_ortho_patch diff``). The amended methods name this module as their
+``__module__``, and its ``__loader__`` serves their source (see Note [Serving
+the amended source] in :mod:`torch_ortho_patch._stack`).
 """
 
 import torch
