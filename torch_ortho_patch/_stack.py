@@ -38,6 +38,7 @@ import importlib
 import importlib.util
 import linecache
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -376,7 +377,13 @@ def rnn_methods(stack: Sequence[Patch] | None = None) -> dict[str, Callable]:
     ``torch.nn.modules.rnn``; setting them on ``RNNBase`` (or a subclass) amends it.
     The same stack gives the same function objects.
     """
-    return _rnn_methods(None if _is_whole_stack(stack) else tuple(stack))  # type: ignore[arg-type]
+    stack = None if _is_whole_stack(stack) else tuple(stack)  # type: ignore[arg-type]
+    # Built once: install() and amend_rnn_class, in any thread, get the same functions.
+    with _build_lock:
+        return _rnn_methods(stack)
+
+
+_build_lock = threading.RLock()
 
 
 # Note [Where the amended RNNBase methods say they come from]
