@@ -1,9 +1,9 @@
 # mypy: allow-untyped-defs
 r"""The command line: ``python -m torch_ortho_patch [check|run|diff|bench]``.
 
-``check`` (the default) prints a live report, ``run`` runs a script or module with
-the patch installed, ``diff`` prints the upstream diff and ``bench`` runs the
-benchmarks.
+``check`` (the default) prints a live report, ``run`` runs a script, module or
+command with the patch installed, ``diff`` prints the upstream diff and ``bench``
+runs the benchmarks.
 """
 
 import argparse
