@@ -90,15 +90,15 @@ GOALS = (
     ),
     Goal("R2-LSTM-installed", "LSTM(256, 256), install() in effect", 2.5),
     Goal("R2-LSTM-direct", "LSTM(256, 256), tp.orthogonal directly", 2.5),
-    # Start-up, in seconds: medians over fresh processes.
+    # Start-up, in milliseconds: medians over fresh processes.
     Goal(
         "S1-import-warm",
-        "import torch_ortho_patch after import torch, runtime cache filled, in s",
-        0.1,
+        "ms of import torch_ortho_patch after import torch, runtime cache filled",
+        100,
     ),
-    Goal("S2-import-cold", "the same with the runtime cache empty, in s", 0.5),
-    Goal("S3-install", "install() in a fresh process, cache filled, in s", 0.02),
-    Goal("S4-uninstall", "uninstall() right after it, in s", 0.02),
+    Goal("S2-import-cold", "the same with the runtime cache empty", 500),
+    Goal("S3-install", "ms of install() in a fresh process, cache filled", 20),
+    Goal("S4-uninstall", "ms of uninstall() right after it", 20),
 )
 
 
