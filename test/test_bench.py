@@ -178,6 +178,33 @@ class TestBench(TestCase):
         self.assertEqual(goals["R2-GRU-installed"], (1.5, "PASS"))
         self.assertEqual(goals["R2-GRU-direct"], (2.1, "MISS"))
         self.assertEqual(goals["R2-LSTM-direct"], (None, "not measured"))
+        self.assertEqual(goals["S1-import-warm"], (None, "not measured"))
+        stats = {"median": 0.01, "min": 0.005, "max": 0.2}
+        results["startup"] = {
+            state: {m: dict(stats, median=value) for m in ("torch", "import", "install", "uninstall")}
+            for state, value in (("warm", 0.01), ("cold", 0.7))
+        }
+        goals = {g["name"]: (g["value"], g["status"]) for g in _bench._goals(results)}
+        # In milliseconds.
+        self.assertEqual(goals["S1-import-warm"], (10.0, "PASS"))
+        self.assertEqual(goals["S2-import-cold"], (700.0, "MISS"))
+        self.assertEqual(goals["S3-install"], (10.0, "PASS"))
+        self.assertEqual(goals["S4-uninstall"], (10.0, "PASS"))
+
+    def test_startup(self):
+        # Fresh processes, with the runtime cache filled and empty.
+        results = _bench.run(quick=True, only="startup")
+        self.assertNotIn("maps", results)
+        st = results["startup"]
+        self.assertEqual(st["processes"], 1)
+        for state in ("warm", "cold"):
+            for m in ("torch", "import", "install", "uninstall"):
+                self.assertGreaterEqual(st[state][m]["median"], 0.0)
+        report = _bench.format_report(results)
+        self.assertIn("== Start-up: 1 fresh processes per row", report)
+        self.assertRegex(report, r"\nwarm +import torch_ortho_patch +[0-9.]+ m?s ")
+        self.assertRegex(report, r"\ncold +install\(\) +[0-9.]+ m?s ")
+        self.assertIn("S2-import-cold = - (target <= 500): not measured", report)
 
     def cli_error(self, *argv):
         r"""Return the last stderr line of a bench command line that must fail.
@@ -308,7 +335,7 @@ ValueError: Expected threads to be a positive int. Got 0.
 ValueError: Expected threads to be a positive int. Got 2.0.
 ValueError: Expected threads to be at most os.cpu_count() = <cpus>. Got <cpus + 1>.
 TypeError: Expected quick to be a bool. Got str.
-ValueError: Expected only to be None, 'maps' or 'rnn'. Got 'everything'.
+ValueError: Expected only to be None, 'maps', 'rnn' or 'startup'. Got 'everything'.
 ValueError: Expected min_run_time to be a positive, finite number of seconds. Got -1.0.
 ValueError: Expected min_run_time to be a positive, finite number of seconds. Got inf.
 ValueError: Expected rounds to be a positive int. Got 0.

@@ -448,7 +448,7 @@ variable 1
             stderr.replace(str(self.tmp), "<tmp>"),
             """python -m torch_ortho_patch run: can't find '__main__' module in '<tmp>/directory'\n""",  # noqa: B950
         )
-        usage = "usage: python -m torch_ortho_patch run [-h] (SCRIPT | -m MODULE) [ARGS ...]\n"  # noqa: B950
+        usage = "usage: python -m torch_ortho_patch run [-h] (SCRIPT | -m MODULE | -c CODE) [ARGS ...]\n"  # noqa: B950
         errors = []
         for argv in (["run"], ["run", "--"], ["run", "-m"], ["run", "-m", ""],
                      ["run", "--flag", "x.py"]):
@@ -459,8 +459,8 @@ variable 1
         self.assertExpectedInline(
             "".join(errors),
             """\
-python -m torch_ortho_patch run: error: expected either SCRIPT or -m MODULE
-python -m torch_ortho_patch run: error: expected either SCRIPT or -m MODULE
+python -m torch_ortho_patch run: error: expected one of SCRIPT, -m MODULE or -c CODE
+python -m torch_ortho_patch run: error: expected one of SCRIPT, -m MODULE or -c CODE
 python -m torch_ortho_patch run: error: argument -m: expected one argument
 python -m torch_ortho_patch run: error: argument -m: expected a module name, got ''
 python -m torch_ortho_patch run: error: unrecognized arguments: --flag
@@ -522,7 +522,7 @@ python -m torch_ortho_patch run: error: unrecognized arguments: --flag
             main(["run", "--help"])
         self.assertExpectedInline(
             stdout.getvalue().splitlines()[0],
-            """usage: python -m torch_ortho_patch run [-h] (SCRIPT | -m MODULE) [ARGS ...]""",  # noqa: B950
+            """usage: python -m torch_ortho_patch run [-h] (SCRIPT | -m MODULE | -c CODE) [ARGS ...]""",  # noqa: B950
         )
 
     def test_diff(self):

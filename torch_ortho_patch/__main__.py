@@ -1,15 +1,18 @@
 # mypy: allow-untyped-defs
 r"""The command line: ``python -m torch_ortho_patch [check|run|diff|bench]``.
 
-``check`` (the default) prints a live report, ``run`` runs a script or module with
-the patch installed, ``diff`` prints the upstream diff and ``bench`` runs the
-benchmarks.
+``check`` (the default) prints a live report, ``run`` runs a script, module or
+command with the patch installed, ``diff`` prints the upstream diff and ``bench``
+runs the benchmarks.
 """
 
 import argparse
+import builtins
 import contextlib
 import importlib
+import importlib.machinery
 import os
+import pkgutil
 import runpy
 import shutil
 import sys
@@ -49,12 +52,13 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     )
     run = sub.add_parser(
         "run",
-        help="run a script or module with the patch installed",
-        usage=f"{_PROG} run [-h] (SCRIPT | -m MODULE) [ARGS ...]",
-        description="Call torch_ortho_patch.install(), then run SCRIPT (or MODULE) "
-        "as __main__ with ARGS in sys.argv, the way `python SCRIPT ARGS` (or "
-        "`python -m MODULE ARGS`) would. Everything after SCRIPT or MODULE is "
-        "passed on. The exit status is the script's. Python processes that the "
+        help="run a script, module or command with the patch installed",
+        usage=f"{_PROG} run [-h] (SCRIPT | -m MODULE | -c CODE) [ARGS ...]",
+        description="Call torch_ortho_patch.install(), then run SCRIPT (or MODULE, "
+        "or CODE) as __main__ with ARGS in sys.argv, exactly as `python SCRIPT ARGS` "
+        "(or `python -m MODULE ARGS`, or `python -c CODE ARGS`) would. Everything "
+        "after SCRIPT, MODULE or CODE is passed on. The exit status is the script's. "
+        "Python processes that the "
         "script starts (multiprocessing spawn or forkserver children, subprocesses "
         "running Python) install the patch too, when they import torch: run sets "
         "TORCH_ORTHO_PATCH_RUN=1 and puts a sitecustomize first on PYTHONPATH.",
@@ -62,6 +66,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     run.add_argument(
         "-m", dest="module", metavar="MODULE", type=_module_name, help="run a module"
     )
+    run.add_argument("-c", dest="code", metavar="CODE", help="run the code in CODE")
     run.add_argument("script", nargs="?", metavar="SCRIPT", help="path of the script")
     run.add_argument("args", nargs="*", metavar="ARGS", help="arguments of the script")
     diff = sub.add_parser(
@@ -112,9 +117,9 @@ def _split_run(args: list[str]) -> tuple[list[str], list[str]]:
     r"""Split ``run``'s arguments into ours and the ones passed on to the script."""
     if not args or args[0] in ("-h", "--help"):
         return args, []
-    if args[0] in ("-m", "--"):
+    if args[0] in ("-m", "-c", "--"):
         return args[:2], args[2:]
-    if args[0].startswith("-m"):
+    if args[0].startswith(("-m", "-c")):
         return args[:1], args[1:]
     if args[0].startswith("-"):
         return args, []  # let argparse report the unknown option
@@ -206,7 +211,135 @@ def _report(e: BaseException) -> int:
     return 130 if isinstance(e, KeyboardInterrupt) else 1
 
 
-def _run(script: str | None, module: str | None, args: list[str]) -> int:
+# Note [run is python]
+# ~~~~~~~~~~~~~~~~~~~~
+# `run` gives the script what `python` gives it, so that a script cannot tell
+# the two apart (but for the patch): the same sys.argv, sys.path[0] and
+# __main__ globals. Python starts __main__ with __name__, __doc__, __package__
+# and __spec__ None, __loader__ BuiltinImporter, __annotations__ {} (before
+# 3.14) and __builtins__ the builtins module (add_main_module in
+# Python/pylifecycle.c); then
+#   * `python SCRIPT` (Python/pythonrun.c) adds __file__ (absolute, since 3.9)
+#     and __cached__ None, sets __loader__ to a SourceFileLoader (a
+#     SourcelessFileLoader for a .pyc) and compiles the file under its absolute
+#     name, and removes __file__ and __cached__ again when it is done; sys.argv[0]
+#     is SCRIPT as given, sys.path[0] the directory of the script with its
+#     symlinks resolved;
+#   * `python DIR` or `python ZIP` puts DIR first on sys.path and runs its
+#     __main__ module as runpy._run_module_as_main("__main__", alter_argv=False)
+#     does, with sys.argv[0] as given;
+#   * `python -m MODULE` is runpy._run_module_as_main(MODULE): sys.argv[0] is
+#     "-m" while MODULE is found and its file after, sys.path[0] the current
+#     directory, and runpy's globals over the start-up ones;
+#   * `python -c CODE` runs CODE compiled as "<string>" in the start-up
+#     globals, with sys.argv[0] "-c" and sys.path[0] "".
+# runpy.run_path cannot do the first (it gives __loader__ None, __package__ ""
+# and sys.argv[0] the path it is given, which must be absolute for __file__),
+# so _run does it itself; run_module does the third when it is given the
+# start-up globals, which it puts under its own. The script runs in a fresh
+# module that is sys.modules["__main__"] while it runs: the real __main__ holds
+# this command line's own globals. With -P or -I (sys.flags.safe_path), Python
+# adds no sys.path[0] and neither does run.
+
+
+def _main_module() -> types.ModuleType:
+    r"""Return a module like Python's ``__main__`` before it runs anything.
+
+    See Note [run is python].
+    """
+    main = types.ModuleType("__main__")
+    ns = vars(main)
+    ns["__loader__"] = importlib.machinery.BuiltinImporter
+    if sys.version_info < (3, 14):
+        ns["__annotations__"] = {}
+    ns["__builtins__"] = builtins
+    return main
+
+
+@contextlib.contextmanager
+def _as_main(main: types.ModuleType) -> Iterator[None]:
+    saved = sys.modules.get("__main__")
+    sys.modules["__main__"] = main
+    try:
+        yield
+    finally:
+        if saved is None:
+            sys.modules.pop("__main__", None)
+        else:
+            sys.modules["__main__"] = saved
+
+
+def _set_path0(entry: str) -> None:
+    if not getattr(sys.flags, "safe_path", False):
+        sys.path[0] = entry
+
+
+def _run_script(script: str, args: list[str]) -> int | None:
+    r"""Run ``script`` as ``python SCRIPT ARGS`` does; see Note [run is python]."""
+    path = os.path.abspath(script)
+    main = _main_module()
+    ns = vars(main)
+    importer = pkgutil.get_importer(path)
+    sys.argv = [script, *args]
+    if importer is not None:
+        # A directory or a zip file with a __main__ module.
+        _set_path0(path)
+        spec = importer.find_spec("__main__")  # type: ignore[union-attr]
+        if spec is None or spec.loader is None:
+            print(f"{_PROG} run: can't find '__main__' module in {path!r}", file=sys.stderr)
+            return 1
+        code = spec.loader.get_code("__main__")  # type: ignore[attr-defined]
+        ns.update(
+            __file__=spec.origin,
+            __cached__=spec.cached,
+            __loader__=spec.loader,
+            __package__=spec.parent,
+            __spec__=spec,
+        )
+        with _as_main(main):
+            exec(code, ns)
+        return None
+    _set_path0(os.path.dirname(os.path.realpath(script)))
+    ns.update(__file__=path, __cached__=None)
+    try:
+        if path.endswith(".pyc"):
+            loader = importlib.machinery.SourcelessFileLoader("__main__", path)
+            code = loader.get_code("__main__")
+        else:
+            loader = importlib.machinery.SourceFileLoader("__main__", path)
+            with open(path, "rb") as f:
+                code = compile(f.read(), path, "exec", dont_inherit=True)
+        ns["__loader__"] = loader
+        with _as_main(main):
+            exec(code, ns)
+    finally:
+        ns.pop("__file__", None)
+        ns.pop("__cached__", None)
+    return None
+
+
+def _run_module(module: str, args: list[str]) -> None:
+    r"""Run ``module`` as ``python -m MODULE ARGS`` does; see Note [run is python]."""
+    sys.argv = ["-m", *args]
+    _set_path0(os.getcwd())
+    start = vars(_main_module())
+    init = {k: start[k] for k in ("__annotations__", "__builtins__") if k in start}
+    runpy.run_module(module, init_globals=init, run_name="__main__", alter_sys=True)
+
+
+def _run_code(code: str, args: list[str]) -> None:
+    r"""Run ``code`` as ``python -c CODE ARGS`` does; see Note [run is python]."""
+    sys.argv = ["-c", *args]
+    _set_path0("")
+    main = _main_module()
+    compiled = compile(code, "<string>", "exec", dont_inherit=True)
+    with _as_main(main):
+        exec(compiled, vars(main))
+
+
+def _run(
+    script: str | None, module: str | None, args: list[str], code: str | None = None
+) -> int:
     from ._install import _check_torch_version, installed
 
     if script is not None:
@@ -223,15 +356,13 @@ def _run(script: str | None, module: str | None, args: list[str]) -> int:
     with _reach_children(), installed():
         try:
             if module is not None:
-                # run_module(alter_sys=True) puts the module's file in sys.argv[0].
-                sys.argv = [module, *args]
-                sys.path[0] = os.getcwd()
-                runpy.run_module(module, run_name="__main__", alter_sys=True)
+                _run_module(module, args)
+            elif code is not None:
+                _run_code(code, args)
             elif script is not None:
-                sys.argv = [script, *args]
-                sys.path[0] = os.path.dirname(os.path.realpath(script))
-                # Python gives __main__ an absolute __file__; tracebacks show it.
-                runpy.run_path(os.path.abspath(script), run_name="__main__")
+                status = _run_script(script, args)
+                if status is not None:
+                    return status
         except SystemExit:
             raise
         except BaseException as e:  # noqa: B036
@@ -275,9 +406,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return _check.main()
     if ns.command == "run":
-        if (ns.module is None) == (ns.script is None):
-            commands["run"].error("expected either SCRIPT or -m MODULE")
-        return _run(ns.script, ns.module, rest)
+        if [ns.module, ns.script, ns.code].count(None) != 2:
+            commands["run"].error("expected one of SCRIPT, -m MODULE or -c CODE")
+        return _run(ns.script, ns.module, rest, ns.code)
     if ns.command == "diff":
         from ._upstream import build_diff, DOCS, docs_file, write_series
 

@@ -17,7 +17,10 @@ describe this machine at this moment.
 2. **RNN training step.** One forward, backward and SGD step of an
    :class:`~torch.nn.GRU` and an :class:`~torch.nn.LSTM` whose ``weight_hh_l0``
    is block-orthogonal, against the same step without the constraint.
-3. **Goals.** R1 and R2 (see :data:`GOALS`), printed with their targets.
+3. **Start-up.** ``import torch_ortho_patch``, ``install()`` and
+   ``uninstall()`` in fresh processes, with the runtime cache filled and empty
+   (:mod:`torch_ortho_patch._bench_startup`).
+4. **Goals.** R1, R2 and S1 to S4 (see :data:`GOALS`), printed with their targets.
 
 Run ``python -m torch_ortho_patch bench --help`` for the options. The results
 can be written as JSON with ``--json`` and plotted with ``benchmarks/plot.py``.
@@ -87,6 +90,15 @@ GOALS = (
     ),
     Goal("R2-LSTM-installed", "LSTM(256, 256), install() in effect", 2.3),
     Goal("R2-LSTM-direct", "LSTM(256, 256), tp.orthogonal directly", 2.3),
+    # Start-up, in milliseconds: medians over fresh processes.
+    Goal(
+        "S1-import-warm",
+        "ms of import torch_ortho_patch after import torch, runtime cache filled",
+        100,
+    ),
+    Goal("S2-import-cold", "the same with the runtime cache empty", 500),
+    Goal("S3-install", "ms of install() in a fresh process, cache filled", 20),
+    Goal("S4-uninstall", "ms of uninstall() right after it", 20),
 )
 
 
@@ -641,6 +653,10 @@ def _goals(results: dict[str, Any]) -> list[dict[str, Any]]:
                 for path in ("installed", "direct"):
                     ratio = row["ratio_vs_unconstrained"][f"ours_{path}"]
                     values[f"R2-{row['rnn']}-{path}"] = ratio
+        if "startup" in results:
+            from ._bench_startup import goal_values
+
+            values.update(goal_values(results["startup"]))
     goals = []
     for goal in GOALS:
         value = values[goal.name]
@@ -829,6 +845,18 @@ def format_report(results: dict[str, Any]) -> str:
             "",
             format_rnn(results["rnn"]),
         ]
+    if "startup" in results:
+        from ._bench_startup import format_startup
+
+        st = results["startup"]
+        lines += [
+            "",
+            f"== Start-up: {st['processes']} fresh processes per row (and one that "
+            "fills the warm cache) ==",
+            f"load average before: {st['load_before']}, after: {st['load_after']}",
+            "",
+            format_startup(st),
+        ]
     lines += ["", "== Goals =="]
     for g in results["goals"]:
         value = "-" if g["value"] is None else f"{g['value']:.2f}"
@@ -951,8 +979,10 @@ def _check_run_args(
         )
     if not isinstance(quick, bool):
         raise TypeError(f"Expected quick to be a bool. Got {type(quick).__name__}.")
-    if only not in (None, "maps", "rnn"):
-        raise ValueError(f"Expected only to be None, 'maps' or 'rnn'. Got {only!r}.")
+    if only not in (None, "maps", "rnn", "startup"):
+        raise ValueError(
+            f"Expected only to be None, 'maps', 'rnn' or 'startup'. Got {only!r}."
+        )
     if min_run_time is not None and not (
         isinstance(min_run_time, (int, float))
         and not isinstance(min_run_time, bool)
@@ -1016,7 +1046,7 @@ def _parser() -> argparse.ArgumentParser:
         "--json", metavar="PATH", help="also write the results as JSON to PATH"
     )
     parser.add_argument(
-        "--only", choices=("maps", "rnn"), help="run one section only"
+        "--only", choices=("maps", "rnn", "startup"), help="run one section only"
     )
     parser.add_argument(
         "--min-run-time",
@@ -1105,6 +1135,13 @@ def run(
                 shape = _QUICK_RNN_SHAPE if quick else _RNN_SHAPE
                 results["rnn"] = _bench_rnn(
                     shape, dev, threads, min_run_time, rounds, log
+                )
+            if only in (None, "startup"):
+                from . import _bench_startup
+
+                results["startup"] = _bench_startup.bench(
+                    _bench_startup.QUICK_PROCESSES if quick else _bench_startup.PROCESSES,
+                    log,
                 )
         results["goals"] = _goals(results)
     finally:

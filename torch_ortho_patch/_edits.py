@@ -13,10 +13,13 @@ See Note [Amend, don't replace] in :mod:`torch_ortho_patch._stack`.
 """
 
 import ast
+import contextlib
 import io
 import sys
 import textwrap
+import threading
 import tokenize
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 
@@ -30,6 +33,70 @@ Pred = Callable[[ast.AST], bool]
 
 class AnchorError(RuntimeError):
     r"""The structure an edit expects is not in the file."""
+
+
+# ----------------------------------------------------------------------------
+# Parsing
+
+# Note [One parse per text]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~
+# Every edit finds its anchor in a fresh tree of the text it is given, so that
+# no edit can see a stale node. A stack of edits therefore parses the file
+# once per edit, and some anchors parse it once per candidate node: applying
+# the stack to parametrizations.py took about 190 parses of the same few dozen
+# texts, most of the cost of a first import. Within parse_once() (what
+# torch_ortho_patch._stack.apply uses), parse() hands out one tree per text
+# instead. Nothing here or in the patches changes a tree it is given, so a
+# shared tree is as good as a fresh one. Only the last few texts are kept: an
+# edit returns a new text, and the trees of a 50 KB file are megabytes each.
+_PARSED_KEPT = 4
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def parse_once() -> Iterator[None]:
+    r"""Within this context, :func:`parse` returns one shared tree per text.
+
+    See Note [One parse per text].
+    """
+    outer = getattr(_local, "trees", None)
+    if outer is None:
+        _local.trees = OrderedDict()
+    try:
+        yield
+    finally:
+        if outer is None:
+            _local.trees = None
+
+
+def parse(text: str) -> ast.Module:
+    r"""Return ``ast.parse(text)``; a tree to read, never to change.
+
+    See Note [One parse per text].
+    """
+    trees = getattr(_local, "trees", None)
+    if trees is None:
+        return ast.parse(text)
+    tree = trees.get(text)
+    if tree is None:
+        tree = trees[text] = ast.parse(text)
+        if len(trees) > _PARSED_KEPT:
+            trees.popitem(last=False)
+    else:
+        trees.move_to_end(text)
+    return tree
+
+
+def segment(text: str, node: ast.AST) -> str:
+    r"""Return the source of ``node`` in ``text``, as ``ast.get_source_segment``.
+
+    That one splits the whole text into lines in Python on every call; this
+    splits it with :meth:`str.splitlines`, as every edit here does.
+    """
+    lines = _lines(text)
+    start = _offset(lines, node.lineno, node.col_offset)  # type: ignore[attr-defined]
+    end = _offset(lines, node.end_lineno, node.end_col_offset)  # type: ignore[attr-defined]
+    return text[start:end]
 
 
 # ----------------------------------------------------------------------------
@@ -185,7 +252,7 @@ def _offset(lines: list[str], lineno: int, col: int) -> int:
 
 def replace_stmt(text: str, path: str, pred: Pred, new: str, what: str) -> str:
     r"""Replace the lines of one statement of ``path`` by ``new`` (same indent)."""
-    node = find_stmt(ast.parse(text), path, pred, what)
+    node = find_stmt(parse(text), path, pred, what)
     lines = _lines(text)
     indent = _leading(lines[node.lineno - 1])
     lines[node.lineno - 1 : node.end_lineno] = _indent(new, indent) if new else []
@@ -196,7 +263,7 @@ def insert_stmts(
     text: str, path: str, pred: Pred, new: str, what: str, *, after: bool
 ) -> str:
     r"""Insert statements before or after one statement of ``path``."""
-    node = find_stmt(ast.parse(text), path, pred, what)
+    node = find_stmt(parse(text), path, pred, what)
     lines = _lines(text)
     indent = _leading(lines[node.lineno - 1])
     at = node.end_lineno if after else node.lineno - 1
@@ -224,7 +291,7 @@ def replace_comment_above(text: str, path: str, pred: Pred, new: str, what: str)
 
 def replace_expr(text: str, path: str, pred: Pred, new: str, what: str) -> str:
     r"""Replace the source of one expression inside ``path`` by ``new``."""
-    node = find_expr(ast.parse(text), path, pred, what)
+    node = find_expr(parse(text), path, pred, what)
     lines = _lines(text)
     start = _offset(lines, node.lineno, node.col_offset)
     end = _offset(lines, node.end_lineno, node.end_col_offset)  # type: ignore[arg-type]
@@ -243,7 +310,7 @@ def insert_defs(text: str, new: str, *, after: str | None = None, before: str | 
 
     Two blank lines separate them from their neighbours, as the formatter wants.
     """
-    tree = ast.parse(text)
+    tree = parse(text)
     lines = _lines(text)
     block = _indent(new, "")
     if after is not None:
@@ -263,7 +330,7 @@ def insert_defs(text: str, new: str, *, after: str | None = None, before: str | 
 
 def insert_method(text: str, cls: str, new: str, *, after: str) -> str:
     r"""Insert a method into class ``cls`` after its method ``after``."""
-    tree = ast.parse(text)
+    tree = parse(text)
     node = find_def(tree, f"{cls}.{after}")
     lines = _lines(text)
     indent = _leading(lines[node.lineno - 1])
@@ -275,11 +342,11 @@ def insert_method(text: str, cls: str, new: str, *, after: str) -> str:
 def _render_arg(text: str, arg: ast.arg, default: ast.expr | None) -> str:
     out = arg.arg
     if arg.annotation is not None:
-        out += ": " + ast.get_source_segment(text, arg.annotation)  # type: ignore[operator]
+        out += ": " + segment(text, arg.annotation)  # type: ignore[operator]
         if default is not None:
-            out += " = " + ast.get_source_segment(text, default)  # type: ignore[operator]
+            out += " = " + segment(text, default)  # type: ignore[operator]
     elif default is not None:
-        out += "=" + ast.get_source_segment(text, default)  # type: ignore[operator]
+        out += "=" + segment(text, default)  # type: ignore[operator]
     return out
 
 
@@ -292,7 +359,7 @@ def add_kwonly_arg(text: str, path: str, arg_src: str) -> str:
     does not fit, the signature is laid out one argument per line, as the
     formatter does.
     """
-    tree = ast.parse(text)
+    tree = parse(text)
     node = find_def(tree, path)
     args = node.args  # type: ignore[attr-defined]
     positional = args.posonlyargs + args.args
@@ -341,7 +408,7 @@ def add_kwonly_arg(text: str, path: str, arg_src: str) -> str:
     ]
     parts.append(arg_src)
     returns = (
-        f" -> {ast.get_source_segment(text, node.returns)}"  # type: ignore[attr-defined]
+        f" -> {segment(text, node.returns)}"  # type: ignore[attr-defined]
         if node.returns is not None  # type: ignore[attr-defined]
         else ""
     )
@@ -374,7 +441,7 @@ def _header_end(text: str, node: ast.stmt) -> int:
 def replace_header(text: str, path: str, new: str, pred: Pred | None = None, what: str = "") -> str:
     r"""Replace the header (``def ...:``, ``for ...:``) of ``def path``, or of the
     one compound statement in it for which ``pred`` holds, by ``new``."""
-    tree = ast.parse(text)
+    tree = parse(text)
     node = find_def(tree, path) if pred is None else find_stmt(tree, path, pred, what)
     lines = _lines(text)
     indent = _leading(lines[node.lineno - 1])
@@ -388,7 +455,7 @@ def replace_in_list(text: str, name: str, after: str, new_names: list[str]) -> s
     The list keeps the quotes it uses; it is laid out one item per line when it no
     longer fits on its line.
     """
-    tree = ast.parse(text)
+    tree = parse(text)
     node = next(
         (
             n
@@ -405,8 +472,8 @@ def replace_in_list(text: str, name: str, after: str, new_names: list[str]) -> s
         raise AnchorError(f"Expected {after!r} in {name}. Got {items!r}.")
     i = items.index(after) + 1
     items[i:i] = [n for n in new_names if n not in items]
-    segment = ast.get_source_segment(text, node.value) or ""
-    quote = "'" if segment[1:2] == "'" or "['" in segment else '"'
+    source = segment(text, node.value)
+    quote = "'" if source[1:2] == "'" or "['" in source else '"'
     quoted = [f"{quote}{n}{quote}" for n in items]
     one = f"{name} = [{', '.join(quoted)}]\n"
     new = [one] if len(one) - 1 <= LINE_LENGTH else [f"{name} = [\n", *[f"    {q},\n" for q in quoted], "]\n"]
@@ -451,7 +518,7 @@ def docstring_insert(
     match, which appends them to the section above it. ``new`` is dedented, then
     indented like the matching line plus ``relative``.
     """
-    tree = ast.parse(text)
+    tree = parse(text)
     doc = _docstring_node(tree, path)
     lines = _lines(text)
     # The docstring's lines other than the opening one.
@@ -480,7 +547,7 @@ def ensure_import(text: str, module: str) -> str:
     top-level imports, which is where the formatter would put a module whose
     name sorts after theirs.
     """
-    tree = ast.parse(text)
+    tree = parse(text)
     for node in tree.body:
         if isinstance(node, (ast.Import, ast.ImportFrom)) and any(
             (a.asname or a.name.split(".")[0]) == module for a in node.names
@@ -522,10 +589,11 @@ def _import_name(node: ast.stmt) -> str:
 
 def add_import_last(text: str, statement: str) -> str:
     r"""Add an import statement after the last top-level import of the file."""
-    tree = ast.parse(text)
-    if any(ast.unparse(n) == ast.unparse(ast.parse(statement).body[0]) for n in tree.body):
-        return text
+    tree = parse(text)
     imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    new = ast.unparse(ast.parse(statement).body[0])
+    if any(ast.unparse(n) == new for n in imports):
+        return text
     if not imports:
         raise AnchorError("Expected the file to have top-level imports.")
     lines = _lines(text)

@@ -8,7 +8,9 @@ function here that touches torch, and :func:`uninstall` undoes exactly what it d
 import contextlib
 import inspect
 import re
+import sys
 import threading
+import time
 import warnings
 from typing import Any, NamedTuple
 
@@ -42,11 +44,15 @@ _INIT_NAMES = ("orthogonal_", "orthogonal")
 #   2. torch.nn.utils.parametrizations.<map>        -> the four public maps (new names)
 #   3. torch.nn.utils.parametrizations.__all__      -> a new list with the new names
 #   4. the methods of torch.nn.modules.rnn.RNNBase that the stack amends
-#      (_init_flat_weights, _weights_have_changed, _update_flat_weights and
-#      __deepcopy__) -> see torch_ortho_patch._rnn
+#      (_init_flat_weights, _weights_have_changed, __deepcopy__ and
+#      _update_flat_weights, which calls the first two: callees come first,
+#      see Note [Swapping methods under running forwards]) -> see
+#      torch_ortho_patch._rnn
 #   5. torch.nn.init.orthogonal_ and its deprecated alias torch.nn.init.orthogonal
 #      -> torch_ortho_patch.init's, which take `blocks`; left alone where
 #      torch's own orthogonal_ takes `blocks` already
+# Each entry of the plan is (target, name, new value); another amended file
+# adds its entries the same way, and everything below treats them alike.
 # The replacement is our orthogonal function object itself, not a functools.wraps
 # wrapper, so inspect.signature() shows `blocks` and help() shows our docstring.
 #
@@ -150,7 +156,7 @@ def _plan() -> list[tuple[Any, str, Any]]:
     plan.append((P, "__all__", old_all + [n for n in _NEW_NAMES if n not in old_all]))
     # The amended RNNBase methods; none where this torch's RNNBase cannot be
     # amended (see torch_ortho_patch._rnn.applies).
-    plan += [(RNNBase, name, fn) for name, fn in _rnn.methods().items()]
+    plan += [(RNNBase, name, fn) for name, fn in _callees_first(_rnn.methods())]
     # nn.init.orthogonal_, unless this torch's own takes `blocks` already.
     own = vars(I).get("orthogonal_")
     if own is ours_init.orthogonal_ or not _takes_blocks(own):
@@ -158,8 +164,118 @@ def _plan() -> list[tuple[Any, str, Any]]:
     return plan
 
 
+def _callees_first(methods: dict) -> list[tuple[str, Any]]:
+    r"""Order ``{name: function}`` so that a method comes after those it calls.
+
+    See Note [Swapping methods under running forwards].
+    """
+    out: list[tuple[str, Any]] = []
+    seen: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in seen or name in path:
+            return
+        calls = getattr(getattr(methods[name], "__code__", None), "co_names", ())
+        for callee in sorted(set(calls) & set(methods)):
+            visit(callee, (*path, name))
+        seen.add(name)
+        out.append((name, methods[name]))
+
+    for name in methods:
+        visit(name, ())
+    return out
+
+
+# Note [Swapping methods under running forwards]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# install() and uninstall() rebind RNNBase's methods while other threads may
+# be in the forward of an RNN, and a forward looks each method up when it
+# calls it. The amended _update_flat_weights calls _weights_have_changed and
+# _init_flat_weights with the list of weights it read, which torch's own take
+# no argument for; the amended ones take it or not. So:
+#   * install() sets the callees first and _update_flat_weights last: a forward
+#     that runs torch's _update_flat_weights meanwhile calls the amended
+#     callees without the argument, which is what torch's do;
+#   * uninstall() restores _update_flat_weights first, so that no forward
+#     enters the amended one again, then waits until no other thread is still
+#     inside it, and only then restores the callees. A thread cannot be
+#     between looking the method up and entering it: the interpreter does not
+#     switch threads there.
+# Every forward computes the same values either way. Modules whose
+# parametrized class has the amended methods of its own are not affected at
+# all (see Note [Parametrized RNN classes keep the amended methods] in
+# torch_ortho_patch._rnn). The wait gives up after _WAIT_S, with a warning,
+# for a thread that never returns from a parametrization (one that waits for
+# a lock that the caller of uninstall() holds, say).
+_WAIT_S = 10.0
+
+
+def _foreign(target: Any, value: Any) -> bool:
+    r"""Return whether ``value`` is a function that ``target``'s own file did not define."""
+    if value is _MISSING or not callable(value):
+        return False
+    module = target if inspect.ismodule(target) else sys.modules.get(target.__module__)
+    code = getattr(value, "__code__", None)
+    return code is None or code.co_filename != getattr(module, "__file__", None)
+
+
+def _warn_foreign(target: Any, name: str, value: Any) -> None:
+    warnings.warn(
+        f"{_qualname(target, name)} is not torch's own: it is {value!r}, which "
+        "another library put there. torch_ortho_patch.install() replaces it while "
+        "installed, so that change has no effect until uninstall(), which puts it "
+        "back. Apply the other library's patch after torch_ortho_patch.install() "
+        "to keep both in effect.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def _busy(codes: set, me: int) -> bool:
+    for ident, frame in sys._current_frames().items():
+        while ident != me and frame is not None:
+            if frame.f_code in codes:
+                return True
+            frame = frame.f_back
+    return False
+
+
+def _wait_until_no_thread_runs(codes: set, what: str) -> None:
+    r"""Wait until no other thread executes one of ``codes``.
+
+    See Note [Swapping methods under running forwards].
+    """
+    me = threading.get_ident()
+    deadline = time.monotonic() + _WAIT_S
+    while _busy(codes, me):
+        if time.monotonic() > deadline:
+            warnings.warn(
+                f"uninstall() waited {_WAIT_S:g} s for other threads to leave {what} "
+                "and restores the methods it calls anyway; a forward that is still "
+                "inside it may fail. Call uninstall() when no RNN forward runs to "
+                "avoid this.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return
+        time.sleep(1e-4)
+
+
 def _restore(patches: list[_Patch]) -> None:
+    # Functions already restored that other threads may still be running: what
+    # they call is restored once those threads are out. See Note [Swapping
+    # methods under running forwards].
+    left: list[_Patch] = []
     for patch in reversed(patches):
+        callers = {
+            p.new.__code__
+            for p in left
+            if p.target is patch.target
+            and patch.name in getattr(getattr(p.new, "__code__", None), "co_names", ())
+        }
+        if callers:
+            what = ", ".join(sorted(_qualname(p.target, p.name) for p in left))
+            _wait_until_no_thread_runs(callers, what)
         current = vars(patch.target).get(patch.name, _MISSING)
         if current is not patch.new:
             warnings.warn(
@@ -176,6 +292,7 @@ def _restore(patches: list[_Patch]) -> None:
             delattr(patch.target, patch.name)
         else:
             setattr(patch.target, patch.name, patch.old)
+        left.append(patch)
 
 
 def install() -> None:
@@ -194,7 +311,11 @@ def install() -> None:
     :func:`torch.nn.init.orthogonal_` by :func:`torch_ortho_patch.init.orthogonal_`,
     which takes ``blocks`` too.
 
-    Calling it again does nothing. It is safe to call from several threads.
+    Calling it again does nothing. It is safe to call from several threads, also
+    while others run forwards of RNNs (see Note [Swapping methods under running
+    forwards]). If a function it replaces is not torch's own (another library
+    patched it), it warns, naming it: that patch has no effect while installed,
+    and :func:`uninstall` puts it back.
 
     .. note::
         This is a monkeypatch: it rebinds module attributes. A name bound before
@@ -253,6 +374,8 @@ def install() -> None:
                 if old is new:
                     # Never record our own object as the original.
                     old = _true_originals.get(key, _MISSING)
+                elif _foreign(target, old):
+                    _warn_foreign(target, name, old)
                 _true_originals.setdefault(key, old)
                 setattr(target, name, new)
                 applied.append(_Patch(target, name, old, new))
@@ -273,13 +396,23 @@ def uninstall() -> None:
     :func:`install` is left alone, with a :class:`UserWarning`.
 
     Parametrizations registered while installed keep working: they are ordinary
-    modules of :mod:`torch_ortho_patch`.
+    modules of :mod:`torch_ortho_patch`. An RNN parametrized while installed
+    keeps the amended methods on its own class, so it still reads each weight
+    once per forward and can be deep-copied (see Note [Parametrized RNN classes
+    keep the amended methods] in :mod:`torch_ortho_patch._rnn`). Forwards that
+    other threads run meanwhile are safe.
     """
     global _active
     with _lock:
         if _active is None:
             return
         patches, _active = _active, None
+        from torch.nn.modules.rnn import RNNBase
+
+        from . import _rnn
+
+        # See Note [Parametrized RNN classes keep the amended methods].
+        _rnn.keep_amended({p.name: p.new for p in patches if p.target is RNNBase})
         _restore(patches)
 
 

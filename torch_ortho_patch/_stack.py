@@ -30,14 +30,19 @@ So there is one source of truth, and the runtime is the upstream change.
 # we change is that release's code plus our edits.
 
 import ast
+import contextlib
 import functools
+import gc
+import hashlib
 import importlib
-import linecache
 import importlib.util
+import linecache
 import os
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -115,13 +120,17 @@ def _read(path: os.PathLike | str) -> str:
 
 def apply(texts: dict[str, str | None], stack: Iterable[Patch]) -> dict[str, str | None]:
     r"""Apply patches in order to ``{path: text}`` (``None`` for an absent file)."""
+    from . import _edits
+
     out = dict(texts)
-    for patch in stack:
-        for path in patch.new_files:
-            out[path] = new_file_text(path)
-        for path, text in list(out.items()):
-            if text is not None and path not in patch.new_files:
-                out[path] = patch.edit(path, text)
+    # See Note [One parse per text] in torch_ortho_patch._edits.
+    with _edits.parse_once():
+        for patch in stack:
+            for path in patch.new_files:
+                out[path] = new_file_text(path)
+            for path, text in list(out.items()):
+                if text is not None and path not in patch.new_files:
+                    out[path] = patch.edit(path, text)
     return out
 
 
@@ -187,30 +196,128 @@ class _ResolveImports(ast.NodeTransformer):
         return node
 
 
-def _filename(path: str, stack: Sequence[Patch]) -> str:
-    # A name that says where the code came from; linecache serves its lines.
-    return f"<{path} of torch {torch.__version__}, amended by {len(stack)} patches>"
+def _filename(path: str, count: int) -> str:
+    # A name that says where the code came from. It is not of the form <...>,
+    # which linecache would never look up again after linecache.clearcache().
+    # See Note [Serving the amended source].
+    return f"{path} of torch {torch.__version__}, amended by {count} patches"
 
 
-def _register_source(filename: str, text: str) -> None:
-    # Tracebacks and inspect.getsource() read the amended file through linecache.
+# Note [Serving the amended source]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# The amended code is compiled from text that is in no file, so tracebacks,
+# inspect.getsource() and torch.jit.script read it through linecache. An
+# entry put into linecache.cache is gone after linecache.clearcache() (which
+# doctest, IPython and test runners call), and linecache then asks
+# module_globals["__loader__"].get_source(module_globals["__name__"]) for a
+# file that is not on disk: inspect passes the globals of the module that the
+# function's __module__ names, a traceback those of the frame. So each
+# amended definition names a module of this package as its __module__ (for
+# RNNBase's methods, torch_ortho_patch._rnn: see Note [Where the amended
+# RNNBase methods say they come from]), and that module's __loader__, like
+# the __loader__ of the globals the code runs in, is an _AmendedSource that
+# returns the amended text for that module's name and asks the real loader
+# for anything else. The real loader stays the module's __spec__.loader,
+# which is what importlib uses; and a file that is on disk, such as the
+# module's own, is read from disk, never through the loader.
+
+
+class _AmendedSource:
+    r"""A module's ``__loader__`` that serves the amended text to :mod:`linecache`.
+
+    See Note [Serving the amended source].
+    """
+
+    def __init__(self, name: str, text: str, loader) -> None:
+        while isinstance(loader, _AmendedSource):
+            loader = loader.loader
+        self.name, self.text, self.loader = name, text, loader
+
+    def get_source(self, fullname: str) -> str | None:
+        if fullname == self.name:
+            return self.text
+        get_source = getattr(self.loader, "get_source", None)
+        return None if get_source is None else get_source(fullname)
+
+    def __getattr__(self, attr: str):
+        # Everything else is the real loader's.
+        loader = vars(self).get("loader")
+        if loader is None:
+            raise AttributeError(attr)
+        return getattr(loader, attr)
+
+
+def _serve_source(module_globals: dict, filename: str, text: str) -> None:
+    r"""Make ``text`` the source of ``filename`` for tracebacks and inspect.
+
+    See Note [Serving the amended source].
+    """
     # An entry without a modification time is never invalidated by checkcache().
     linecache.cache[filename] = (len(text), None, text.splitlines(keepends=True), filename)
+    name = module_globals.get("__name__")
+    if isinstance(name, str):
+        module_globals["__loader__"] = _AmendedSource(
+            name, text, module_globals.get("__loader__")
+        )
 
 
-def runtime_namespace(
-    path: str,
-    module_name: str,
-    stack: Sequence[Patch] | None = None,
-    namespace: dict | None = None,
-) -> dict:
-    r"""Compile the top-level statements that ``stack`` changes or adds in ``path``.
+def _module_of(path: str) -> str:
+    return path[:-3].replace("/", ".")
 
-    The namespace starts as a copy of the installed module's and gets the
-    amended definitions, any unchanged definition that refers to one of them,
-    and the amended file's imports. See Note [Amend, don't replace].
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    # Building parses the file some fifty times, and the nodes of a tree are
+    # tens of thousands of objects, which makes the cyclic collector run full
+    # collections over every object that `import torch` made: a tenth of a
+    # second each. The trees hold no cycles; reference counting frees them.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _cached(path: str, what: str, build: Callable[[], Any]) -> Any:
+    r"""Return ``build()`` for the whole stack on ``path``, through the runtime cache.
+
+    See Note [The runtime cache] in :mod:`torch_ortho_patch._cache`.
     """
-    stack = patches() if stack is None else tuple(stack)
+    from . import _cache, _patches
+
+    root = str(installed_root())
+    key = _cache.key_of(
+        [
+            what,
+            path,
+            _installed_text(path),
+            torch.__version__,
+            root,
+            _cache.package_digest(),
+            str(len(_patches.STACK)),
+            *_cache.python_key(),
+        ]
+    )
+    # One slot per amended file, torch installation and copy of this package.
+    where = f"{root}\0{_PACKAGE}".encode("utf-8", "surrogatepass")
+    where = hashlib.sha256(where).hexdigest()[:12]
+    slot = f"{_module_of(path)}.{what}.{where}"
+
+    def build_quietly():
+        with _collector_paused():
+            return build()
+
+    return _cache.load_or_build(slot, key, build_quietly)
+
+
+def _is_whole_stack(stack: Sequence[Patch] | None) -> bool:
+    return stack is None or tuple(stack) == patches()
+
+
+def _build_namespace(path: str, stack: tuple[Patch, ...]) -> dict:
+    r"""Return the amended text of ``path`` and the code of what ``stack`` changes in it."""
     old = _installed_text(path)
     new = apply({path: old}, stack)[path]
     if new is None:
@@ -234,16 +341,39 @@ def runtime_namespace(
         for node in new_tree.body
         if isinstance(node, (ast.Import, ast.ImportFrom)) or _key(node) in changed
     ]
-    installed = importlib.import_module(path[:-3].replace("/", "."))
+    installed = importlib.import_module(_module_of(path))
     resolve = _ResolveImports(installed.__package__)
     module = ast.Module(body=[resolve.visit(n) for n in body], type_ignores=[])
-    filename = _filename(path, stack)
-    _register_source(filename, new)
+    code = compile(module, _filename(path, len(stack)), "exec", dont_inherit=True)
+    return {"text": new, "code": code}
+
+
+def runtime_namespace(
+    path: str,
+    module_name: str,
+    stack: Sequence[Patch] | None = None,
+    namespace: dict | None = None,
+) -> dict:
+    r"""Compile the top-level statements that ``stack`` changes or adds in ``path``.
+
+    The namespace starts as a copy of the installed module's and gets the
+    amended definitions, any unchanged definition that refers to one of them,
+    and the amended file's imports. See Note [Amend, don't replace]. For the
+    whole stack (``stack=None``) what is compiled comes from the runtime cache
+    when it can (see Note [The runtime cache] in :mod:`torch_ortho_patch._cache`).
+    """
+    if _is_whole_stack(stack):
+        built = _cached(path, "namespace", lambda: _build_namespace(path, patches()))
+    else:
+        built = _build_namespace(path, tuple(stack))  # type: ignore[arg-type]
+    installed = importlib.import_module(_module_of(path))
     ns = {"__name__": module_name} if namespace is None else namespace
+    # See Note [Serving the amended source].
+    _serve_source(ns, built["code"].co_filename, built["text"])
     for name, value in vars(installed).items():
         if not (name.startswith("__") and name.endswith("__")):
             ns.setdefault(name, value)
-    exec(compile(module, filename, "exec"), ns)
+    exec(built["code"], ns)
     return ns
 
 
@@ -252,9 +382,15 @@ def rnn_methods(stack: Sequence[Patch] | None = None) -> dict[str, Callable]:
 
     They are compiled in a copy of the namespace of the installed
     ``torch.nn.modules.rnn``; setting them on ``RNNBase`` (or a subclass) amends it.
+    The same stack gives the same function objects.
     """
-    stack = patches() if stack is None else tuple(stack)
-    return _rnn_methods(stack)
+    stack = None if _is_whole_stack(stack) else tuple(stack)  # type: ignore[arg-type]
+    # Built once: install() and amend_rnn_class, in any thread, get the same functions.
+    with _build_lock:
+        return _rnn_methods(stack)
+
+
+_build_lock = threading.RLock()
 
 
 # Note [Where the amended RNNBase methods say they come from]
@@ -268,33 +404,40 @@ def rnn_methods(stack: Sequence[Patch] | None = None) -> dict[str, Callable]:
 # got whatever that file has at the same line numbers (on 2.4, the start of
 # __getstate__), and refused the LSTM. So the name is the installed path with a
 # suffix: Dynamo's prefix rules treat it as rnn.py, no such file exists, and
-# inspect (like tracebacks) reads the amended text from linecache.
+# inspect (like tracebacks) reads the amended text from linecache. Their
+# __module__ is torch_ortho_patch._rnn, whose __loader__ serves that text once
+# linecache has been cleared (see Note [Serving the amended source]); torch's
+# methods keep torch.nn.modules.rnn, which tells the two apart.
+
+# The module that the amended RNNBase methods of the whole stack name as theirs.
+RNN_HOME = "torch_ortho_patch._rnn"
 
 
-@functools.cache
-def _rnn_methods(stack: tuple[Patch, ...]) -> dict[str, Callable]:
-    from torch.nn.modules import rnn
-
+def _build_rnn_methods(stack: tuple[Patch, ...]) -> dict:
+    r"""Return the amended text of rnn.py and the code of each amended method."""
     old = _installed_text(RNN)
     new = apply({RNN: old}, stack)[RNN] or ""
     if new == old:
-        return {}
+        return {"text": "", "imports": None, "methods": {}}
     old_cls = _class_methods(old, "RNNBase")
-    new_cls = _class_methods(new, "RNNBase")
+    new_tree = ast.parse(new)
+    new_cls = _class_methods_of(new_tree, "RNNBase")
     lines = new.splitlines(keepends=True)
     # See Note [Where the amended RNNBase methods say they come from].
     filename = f"{installed_root() / RNN}, amended by {len(stack)} patches"
-    _register_source(filename, new)
-    ns = dict(vars(rnn))
+    from torch.nn.modules import rnn
+
     # The amended file's imports, for names that the amended methods use.
     resolve = _ResolveImports(rnn.__package__)
     imports = [
         resolve.visit(n)
-        for n in ast.parse(new).body
+        for n in new_tree.body
         if isinstance(n, (ast.Import, ast.ImportFrom))
     ]
-    exec(compile(ast.Module(body=imports, type_ignores=[]), filename, "exec"), ns)
-    out = {}
+    imports_code = compile(
+        ast.Module(body=imports, type_ignores=[]), filename, "exec", dont_inherit=True
+    )
+    methods = {}
     for name, node in new_cls.items():
         old_node = old_cls.get(name)
         seg = "".join(lines[node.lineno - 1 : node.end_lineno])
@@ -307,18 +450,46 @@ def _rnn_methods(stack: tuple[Patch, ...]) -> dict[str, Callable]:
             )
         # Keep line numbers: pad with the lines above it, dedented to column 0.
         source = "\n" * (node.lineno - 1) + _dedent_block(seg)
-        code = compile(source, filename, "exec")
+        methods[name] = compile(source, filename, "exec", dont_inherit=True)
+    return {"text": new, "imports": imports_code, "methods": methods}
+
+
+@functools.cache
+def _rnn_methods(stack: tuple[Patch, ...] | None) -> dict[str, Callable]:
+    from torch.nn.modules import rnn
+
+    if stack is None:
+        built = _cached(RNN, "methods", lambda: _build_rnn_methods(patches()))
+    else:
+        built = _build_rnn_methods(stack)
+    if not built["methods"]:
+        return {}
+    filename = built["imports"].co_filename
+    ns = dict(vars(rnn))
+    # See Note [Serving the amended source]: for tracebacks, through the frames'
+    # globals, and for inspect, through the module named as __module__.
+    _serve_source(ns, filename, built["text"])
+    home = None
+    if stack is None:
+        home = importlib.import_module(RNN_HOME)
+        _serve_source(vars(home), filename, built["text"])
+    exec(built["imports"], ns)
+    out = {}
+    for name, code in built["methods"].items():
         local: dict = {}
         exec(code, ns, local)
         fn = local[name]
         fn.__qualname__ = f"RNNBase.{name}"
-        fn.__module__ = rnn.__name__
+        fn.__module__ = rnn.__name__ if home is None else home.__name__
         out[name] = fn
     return out
 
 
 def _class_methods(text: str, cls: str) -> dict[str, ast.FunctionDef]:
-    tree = ast.parse(text)
+    return _class_methods_of(ast.parse(text), cls)
+
+
+def _class_methods_of(tree: ast.Module, cls: str) -> dict[str, ast.FunctionDef]:
     node = next(
         n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls
     )

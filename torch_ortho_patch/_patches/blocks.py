@@ -153,7 +153,7 @@ def edit(path, text):
         after=True,
     )
     text = E.insert_method(text, "_Orthogonal", source_of(__file__, "extra_repr"), after="__init__")
-    forward = E.find_def(ast.parse(text), "_Orthogonal.forward")
+    forward = E.find_def(E.parse(text), "_Orthogonal.forward")
     first = forward.body[0]  # type: ignore[attr-defined]
     text = E.insert_stmts(
         text,
@@ -180,11 +180,11 @@ def edit(path, text):
     )
     returns = [
         n
-        for n in ast.walk(E.find_def(ast.parse(text), "_Orthogonal.right_inverse"))
+        for n in ast.walk(E.find_def(E.parse(text), "_Orthogonal.right_inverse"))
         if isinstance(n, ast.Return) and n.value is not None
     ]
     for ret in sorted(returns, key=lambda n: n.lineno, reverse=True):
-        value = ast.get_source_segment(text, ret.value)
+        value = E.segment(text, ret.value)
         text = E.replace_expr(
             text,
             "_Orthogonal.right_inverse",
@@ -249,7 +249,7 @@ def edit(path, text):
 
 
 def _return_value(path, text):
-    node = E.find_def(ast.parse(text), path)
+    node = E.find_def(E.parse(text), path)
     ret = [n for n in node.body if isinstance(n, ast.Return)][-1]  # type: ignore[attr-defined]
     key = (ret.value.lineno, ret.value.col_offset)  # type: ignore[union-attr]
     return lambda n: isinstance(n, ast.Name) and (n.lineno, n.col_offset) == key

@@ -91,7 +91,7 @@ def _solves(node):
 def edit(path, text):
     if path != PARAMETRIZATIONS or not has_lu_fault():
         return text
-    tree = ast.parse(text)
+    tree = E.parse(text)
     # The maps are in _Orthogonal._map after the public-maps patch, and in
     # forward before it.
     where = "_Orthogonal._map"
@@ -100,8 +100,8 @@ def edit(path, text):
     except E.AnchorError:
         where = "_Orthogonal.forward"
     stmt = E.find_stmt(tree, where, _solves, "call of torch.linalg.solve")
-    target = ast.get_source_segment(text, stmt.targets[0])  # type: ignore[attr-defined]
-    args = ", ".join(ast.get_source_segment(text, a) for a in stmt.value.args)  # type: ignore[attr-defined, misc]
+    target = E.segment(text, stmt.targets[0])  # type: ignore[attr-defined]
+    args = ", ".join(E.segment(text, a) for a in stmt.value.args)  # type: ignore[attr-defined, misc]
     indent = stmt.col_offset
     one_line = f"{target} = _solve({args})"
     if indent + len(one_line) > E.LINE_LENGTH:

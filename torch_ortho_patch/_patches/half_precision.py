@@ -29,7 +29,7 @@ def edit(path, text):
         after=True,
     )
     # The maps, too, are computed in float32 for half precision input.
-    method = E.find_def(ast.parse(text), "_Orthogonal._map")
+    method = E.find_def(E.parse(text), "_Orthogonal._map")
     first = method.body[0]  # type: ignore[attr-defined]
     text = E.insert_stmts(
         text,
@@ -55,7 +55,7 @@ def edit(path, text):
 
 
 def _is_last_return(text, node):
-    method = E.find_def(ast.parse(text), "_Orthogonal._map")
+    method = E.find_def(E.parse(text), "_Orthogonal._map")
     ret = [n for n in method.body if isinstance(n, ast.Return)][-1]  # type: ignore[attr-defined]
     return (node.lineno, node.col_offset) == (ret.value.lineno, ret.value.col_offset)
 

@@ -19,10 +19,10 @@ def edit(path, text):
     if path != PARAMETRIZATIONS:
         return text
     stmt = E.find_stmt(
-        ast.parse(text), "_Orthogonal.forward", E.calls("int"), "statement that calls .int()"
+        E.parse(text), "_Orthogonal.forward", E.calls("int"), "statement that calls .int()"
     )
-    diag = E.find_expr(ast.parse(text), "_Orthogonal.forward", _is_int_call, "call of .int()")
-    receiver = ast.get_source_segment(text, diag.func.value)  # type: ignore[attr-defined]
+    diag = E.find_expr(E.parse(text), "_Orthogonal.forward", _is_int_call, "call of .int()")
+    receiver = E.segment(text, diag.func.value)  # type: ignore[attr-defined]
     text = E.replace_expr(
         text,
         "_Orthogonal.forward",

@@ -16,13 +16,13 @@ def _is_sgn_call(node):
 def edit(path, text):
     if path != PARAMETRIZATIONS:
         return text
-    tree = ast.parse(text)
+    tree = E.parse(text)
     stmt = E.find_stmt(tree, "_make_orthogonal", E.calls("sgn"), "statement that calls .sgn()")
     call = E.find_expr(tree, "_make_orthogonal", _is_sgn_call, "call of .sgn()")
-    diag = ast.get_source_segment(text, call.func.value)  # type: ignore[attr-defined]
+    diag = E.segment(text, call.func.value)  # type: ignore[attr-defined]
     if not isinstance(stmt, ast.AugAssign):
         raise E.AnchorError("Expected _make_orthogonal to scale Q in place with *=.")
-    target = ast.get_source_segment(text, stmt.target)
+    target = E.segment(text, stmt.target)
     return E.replace_stmt(
         text,
         "_make_orthogonal",

@@ -208,7 +208,7 @@ def _move_maps(text):
     # Move the maps out of forward into a static method that the public
     # functions share; the moved lines keep their indentation.
     where = "_Orthogonal.forward"
-    tree = ast.parse(text)
+    tree = E.parse(text)
     body = E.find_def(tree, where).body  # type: ignore[attr-defined]
     found = [n for n in body if _map_block(n)]
     if len(found) != 1:
@@ -247,7 +247,7 @@ def _move_maps(text):
     ]
     text = "".join(lines)
     # The static method goes right after forward.
-    node = E.find_def(ast.parse(text), where)
+    node = E.find_def(E.parse(text), where)
     lines = text.splitlines(keepends=True)
     lines[node.end_lineno : node.end_lineno] = ["\n", *method]
     return "".join(lines)

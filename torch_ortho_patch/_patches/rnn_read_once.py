@@ -45,7 +45,7 @@ def edit(path, text):
         "RNNBase._weights_have_changed",
         f"def _weights_have_changed(self, {_ARG}):",
     )
-    loop = E.find_stmt(ast.parse(text), "RNNBase._weights_have_changed", _zip_call, "loop over zip()")
+    loop = E.find_stmt(E.parse(text), "RNNBase._weights_have_changed", _zip_call, "loop over zip()")
     strict = any(k.arg == "strict" for k in loop.iter.keywords)  # type: ignore[attr-defined]
     text = E.replace_header(
         text,
