@@ -294,7 +294,7 @@ class TestSourceAfterClearcache(TestCase):
         self.assertEqual(after, before)
         self.assertIn("blocks", after[0])
         self.assertIn(
-            "flat_weights: list[Tensor | None] | None = None",
+            "def _init_flat_weights(self, flat_weights: list | None = None)",
             inspect.getsource(methods["_init_flat_weights"]),
         )
         # Through RNNBase while installed, as torch.jit.script reads it.
