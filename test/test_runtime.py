@@ -497,7 +497,7 @@ class TestThreads(TestCase):
                 done.set()
                 for t in threads:
                     t.join()
-        self.assertEqual(errors, [])
+        self.assertEqual([f"{type(e).__name__}: {e}" for e in errors], [])
         self.assertEqual(wrong, [])
         self.assertGreater(forwards[0], 0)
         self.assertEqual([str(w.message) for w in caught], [])
