@@ -6,11 +6,13 @@ function here that touches torch, and :func:`uninstall` undoes exactly what it d
 """
 
 import contextlib
+import gc
 import inspect
 import re
 import sys
 import threading
 import time
+import types
 import warnings
 from typing import Any, NamedTuple
 
@@ -235,12 +237,23 @@ def _warn_foreign(target: Any, name: str, value: Any) -> None:
 
 
 def _busy(codes: set, me: int) -> bool:
-    for ident, frame in sys._current_frames().items():
-        while ident != me and frame is not None:
-            if frame.f_code in codes:
-                return True
-            frame = frame.f_back
-    return False
+    # The walk must not let another thread run: each f_back makes a frame object,
+    # which can start a garbage collection, whose finalizers are Python code
+    # that can switch threads, and a thread that runs on pops the frames being
+    # walked. With the collector off nothing switches. Anything that is not a
+    # frame counts as busy, to be looked at again.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for ident, frame in sys._current_frames().items():
+            while ident != me and frame is not None:
+                if not isinstance(frame, types.FrameType) or frame.f_code in codes:
+                    return True
+                frame = frame.f_back
+        return False
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _wait_until_no_thread_runs(codes: set, what: str) -> None:
