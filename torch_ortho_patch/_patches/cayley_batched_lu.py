@@ -14,7 +14,7 @@ from ._source import source_of
 # ~~~~~~~~~~~~~~~~~~~~~
 # On CPU with more than one thread, the batched LU factorization behind
 # torch.linalg.solve can return wrong values, raise, or hang for a batch of
-# two or more matrices of size about 150 and larger
+# two or more matrices of size 150 and larger
 # (https://github.com/pytorch/pytorch/issues/142815). The cause is in ATen:
 # apply_lu_factor computes a grain size for at::parallel_for that truncates to
 # 0 for large matrices, so every thread calls getrf at once, and MKL's laswp is
@@ -22,13 +22,17 @@ from ._source import source_of
 # https://github.com/pytorch/pytorch/pull/181570. This Python workaround is
 # therefore part of the runtime only, not of the upstream series.
 #
-# It was seen wrong at n = 151, 152 and from 159 on, hanging at n = 150, and
-# never wrong at n <= 144. The Cayley map solves exactly such batches once a
-# weight holds several matrices. Solving one matrix at a time is correct at
-# every size and thread count, and gives bit for bit what the batched kernel
-# gives where that kernel is right, for the cost of a loop over the batch; we
-# loop from _LU_UNSAFE_MIN_SIZE on, which leaves room below the smallest
-# failing size. Under torch.vmap the batch is not in A.shape and cannot be
+# The boundary is sharp: in 20 tries out of 20 the batched solve hangs at
+# n = 150 and is wrong at every n from 151 on, and it is right at every n up to
+# 149, on 2.4.1, 2.13 and 2.15, in float32 and float64, with 2, 4 and 8
+# threads (benchmarks/bench_cayley_solve.py's probe, on one x86 machine; MKL
+# picks its kernels by CPU, so on another the boundary may move). The Cayley
+# map solves exactly such batches once a weight holds several matrices. Solving
+# one matrix at a time is correct at every size and thread count, and gives bit
+# for bit what the batched kernel gives where that kernel is right, for the
+# cost of a loop over the batch. We loop from _LU_UNSAFE_MIN_SIZE = 128 on,
+# which leaves room below the boundary for other CPUs, because the loop costs
+# little there (RFC.md, "The LU workaround"). Under torch.vmap the batch is not in A.shape and cannot be
 # looped over, so there we solve the normal equations by Cholesky, which has no
 # LU; they square the condition number of A, which is harmless here because
 # every singular value of I - A/2 is at least 1. Under torch.compile the thread
@@ -117,7 +121,7 @@ PATCH = Patch(
     subject="(runtime only) Solve one matrix at a time where batched LU fails",
     body="""\
 On CPU with two or more threads, torch.linalg.solve on a batch of matrices of
-size about 150 and larger can return wrong values, raise, or hang
+size 150 and larger can return wrong values, raise, or hang
 (https://github.com/pytorch/pytorch/issues/142815). orthogonal(...,
 orthogonal_map="cayley") on a batched weight then returns a non-orthogonal
 matrix without a word.
