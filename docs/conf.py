@@ -97,12 +97,15 @@ pygments_style = "sphinx"
 
 
 # -- tables from the results ------------------------------------------------------
-def _load_script(name):
-    path = ROOT / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_docs_{name}", path)
+def _load_module(path, name):
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _load_script(name):
+    return _load_module(ROOT / "benchmarks" / f"{name}.py", f"_docs_{name}")
 
 
 def _write_tables():
@@ -123,6 +126,13 @@ def _write_tables():
 
 
 _write_tables()
+
+# The numbers the pages quote outside those tables (the landing page's errors,
+# the installing page's RNN step, the count of fixes and patches), from the
+# JSON files and from the stack: see _numbers.py.
+_numbers = _load_module(DOCS / "_numbers.py", "_docs_numbers")
+_numbers.write_includes(DOCS / "_generated")
+rst_prolog = _numbers.rst_prolog()
 
 
 # -- torch.nn.init's examples -------------------------------------------------------

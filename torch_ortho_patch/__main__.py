@@ -50,6 +50,12 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
         "batched Cayley map on CPU. Exits with status 1 if one of our errors is "
         "above its tolerance.",
     )
+    check.add_argument(
+        "--json",
+        metavar="PATH",
+        help="also write the measurements to PATH as JSON (the docs' tables are "
+        "made from such a file)",
+    )
     run = sub.add_parser(
         "run",
         help="run a script, module or command with the patch installed",
@@ -404,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     if ns.command is None or ns.command == "check":
         from . import _check
 
-        return _check.main()
+        return _check.main(json_path=getattr(ns, "json", None))
     if ns.command == "run":
         if [ns.module, ns.script, ns.code].count(None) != 2:
             commands["run"].error("expected one of SCRIPT, -m MODULE or -c CODE")

@@ -9,10 +9,12 @@ weights and their errors are compared. The exit status is non-zero when one of
 
 import contextlib
 import ctypes
+import json
 import math
 import os
 import platform
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
@@ -33,6 +35,7 @@ class Row(NamedTuple):
     torch_error: float | str  # a number, or the exception torch raised
     ours_error: float | str
     tol: float
+    key: str = ""  # names the row in the JSON of as_json
 
     @property
     def ok(self) -> bool:
@@ -178,30 +181,35 @@ def measure() -> list[Row]:
             _guard(lambda: _gates(upstream, nn.GRU, 3, None)),
             _guard(lambda: _gates(ours, nn.GRU, 3, 3)),
             _tol(_HIDDEN),
+            "gru",
         ),
         Row(
             f"LSTM weight_hh_l0, H={_HIDDEN}, 4 gates: max_g ||W_g^T W_g - I||",
             _guard(lambda: _gates(upstream, nn.LSTM, 4, None)),
             _guard(lambda: _gates(ours, nn.LSTM, 4, 4)),
             _tol(_HIDDEN),
+            "lstm",
         ),
         Row(
             f"nn.init.orthogonal_ GRU weight_hh_l0, H={_HIDDEN}: max_g ||W_g^T W_g - I||",
             _guard(lambda: _init_gates(upstream_init, nn.GRU, 3, None)),
             _guard(lambda: _init_gates(ours_init, nn.GRU, 3, 3)),
             _tol(_HIDDEN),
+            "init_gru",
         ),
         Row(
             f"nn.init.orthogonal_ LSTM weight_hh_l0, H={_HIDDEN}: max_g ||W_g^T W_g - I||",
             _guard(lambda: _init_gates(upstream_init, nn.LSTM, 4, None)),
             _guard(lambda: _init_gates(ours_init, nn.LSTM, 4, 4)),
             _tol(_HIDDEN),
+            "init_lstm",
         ),
         Row(
             "householder (6, 3), one AdamW step: ||Q^T Q - I||",
             _guard(lambda: _householder_adamw(upstream)),
             _guard(lambda: _householder_adamw(ours)),
             _tol(6),
+            "householder_adamw",
         ),
         Row(
             f"cayley {_CAYLEY_SHAPE}, {_CAYLEY_THREADS} threads: "
@@ -209,6 +217,7 @@ def measure() -> list[Row]:
             _guard(lambda: _batched_cayley(upstream)),
             _guard(lambda: _batched_cayley(ours)),
             _tol(n),
+            "cayley_batched",
         ),
     ]
 
@@ -263,8 +272,31 @@ def applicability() -> list[str]:
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    r"""Print the report and return 0 when all of our errors are within tolerance."""
+def as_json(rows: list[Row]) -> dict:
+    r"""The report as a JSON object: where it ran, and each row's errors."""
+    from . import __version__
+
+    return {
+        "format": 1,
+        "header": {
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "torch": torch.__version__,
+            "torch_ortho_patch": __version__,
+            "python": platform.python_version(),
+            "threads": torch.get_num_threads(),
+        },
+        "rows": [
+            {"key": r.key, "what": r.what, "torch": r.torch_error, "ours": r.ours_error, "tol": r.tol, "ok": r.ok}
+            for r in rows
+        ],
+    }
+
+
+def main(json_path: str | None = None) -> int:
+    r"""Print the report and return 0 when all of our errors are within tolerance.
+
+    With ``json_path``, also write :func:`as_json` of the rows there.
+    """
     from . import __version__, _install
 
     print(f"torch_ortho_patch {__version__}")
@@ -277,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     rows = measure()
     print(report(rows))
+    if json_path is not None:
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump(as_json(rows), f, indent=1)
+            f.write("\n")
     bad = [r for r in rows if not r.ok]
     print()
     if bad:

@@ -81,6 +81,8 @@ class Patch:
             ``See #N`` for a PyTorch issue that the patch fixes or addresses.
         test_plan: what the Test Plan adds after the ``pytest -k`` command of
             ``tests``, such as a benchmark and its results.
+        fix: whether the patch fixes a fault of the code it amends, rather
+            than adding a feature or speed; the docs count these.
     """
 
     name: str
@@ -92,6 +94,7 @@ class Patch:
     tests: tuple[str, ...] = field(default=())
     refs: tuple[str, ...] = field(default=())
     test_plan: str = ""
+    fix: bool = False
 
 
 @functools.cache

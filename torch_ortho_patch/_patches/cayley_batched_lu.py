@@ -135,4 +135,5 @@ Note [Which releases get the batched LU workaround].
 """,
     edit=edit,
     upstream=False,
+    fix=True,
 )

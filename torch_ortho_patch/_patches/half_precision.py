@@ -77,4 +77,5 @@ and float64 weights take the same code as before.
 """,
     edit=edit,
     tests=("test_orthogonal_half_precision",),
+    fix=True,
 )

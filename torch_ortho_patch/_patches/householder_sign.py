@@ -67,4 +67,5 @@ says what holds now.
 """,
     edit=edit,
     tests=("test_orthogonal_householder_weight_decay",),
+    fix=True,
 )

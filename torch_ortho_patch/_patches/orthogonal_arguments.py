@@ -92,4 +92,5 @@ Three inputs of orthogonal() fail late or in an unrelated way:
 """,
     edit=edit,
     tests=("test_orthogonal_argument_types", "test_orthogonal_on_parametrized_tensor"),
+    fix=True,
 )

@@ -58,4 +58,5 @@ __deepcopy__ when there is one, so this covers parametrized RNNs too.
 """,
     edit=edit,
     tests=("test_rnn_deepcopy_after_forward",),
+    fix=True,
 )

@@ -110,4 +110,5 @@ themselves when called without it (from __init__, _apply and __setstate__).
 """,
     edit=edit,
     tests=("test_rnn_parametrized_weight_read_once",),
+    fix=True,
 )
