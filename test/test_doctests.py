@@ -8,7 +8,13 @@ test. The guides under ``docs/`` are run separately, by
 ``python -m sphinx -b doctest docs docs/_build/doctest``.
 """
 
+import json
 import os
+import re
+import subprocess
+import sys
+import tempfile
+import textwrap
 import unittest
 from unittest import mock
 from pathlib import Path
@@ -132,6 +138,96 @@ class TestDocstringExamples(TestCase):
 
 
 instantiate_parametrized_tests(TestDocstringExamples)
+
+
+README = PACKAGE.parent / "README.md"
+
+
+def _readme_blocks():
+    # The ```python blocks of the README, each as a user would copy it.
+    text = README.read_text(encoding="utf-8")
+    return re.findall(r"^```python\n(.*?)^```", text, re.S | re.M)
+
+
+class TestReadmeExamples(TestCase):
+    def test_some_blocks(self):
+        self.assertGreaterEqual(len(_readme_blocks()), 2)
+
+    @parametrize("i", range(len(_readme_blocks())))
+    def test_block_runs_alone(self, i):
+        # In a fresh interpreter, in an empty directory: nothing from a
+        # previous block or from this test process is there.
+        with tempfile.TemporaryDirectory() as cwd:
+            env = dict(os.environ, PYTHONPATH=str(PACKAGE.parent))
+            proc = subprocess.run(
+                [sys.executable, "-c", _readme_blocks()[i]],
+                cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False,
+            )
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+
+
+instantiate_parametrized_tests(TestReadmeExamples)
+
+
+DOCS = PACKAGE.parent / "docs"
+# Runs each block given on stdin (as JSON) in a namespace of its own, and prints
+# the ones that raised. One interpreter for all, so that torch is imported once.
+_RUN_BLOCKS = '''
+import json, sys, traceback
+failed = {}
+for name, code in json.load(sys.stdin).items():
+    try:
+        exec(compile(code, name, "exec"), {"__name__": "__main__"})
+    except BaseException:
+        failed[name] = traceback.format_exc(limit=1)
+print(json.dumps(failed))
+'''
+
+
+def _rst_blocks(path):
+    # {"page.rst:LINE": code} of the Python blocks of a page (testcode and
+    # code-block:: python) that are not marked ``.. rst-class:: continues``.
+    lines = path.read_text(encoding="utf-8").splitlines()
+    out = {}
+    for i, line in enumerate(lines):
+        m = re.match(r"^( *)\.\. (testcode|code-block)::\s*(\w*)", line)
+        if not m or (m.group(2) == "code-block" and m.group(3) != "python"):
+            continue
+        before = [x for x in lines[:i] if x.strip()]
+        if before and before[-1].strip() == ".. rst-class:: continues":
+            continue
+        indent = len(m.group(1))
+        j = i + 1
+        while j < len(lines) and lines[j].strip().startswith(":"):
+            j += 1
+        body = []
+        while j < len(lines) and (
+            not lines[j].strip() or len(lines[j]) - len(lines[j].lstrip()) > indent
+        ):
+            body.append(lines[j])
+            j += 1
+        out[f"{path.name}:{i + 1}"] = textwrap.dedent("\n".join(body))
+    return out
+
+
+class TestGuideExamples(TestCase):
+    # Every example of the guides runs alone, as a user copies it, unless the
+    # page marks it as continuing the one before (which sphinx -b doctest runs
+    # in order).
+    def test_blocks_run_alone(self):
+        blocks = {}
+        for path in sorted(DOCS.glob("*.rst")):
+            blocks.update(_rst_blocks(path))
+        self.assertGreater(len(blocks), 10)
+        with tempfile.TemporaryDirectory() as cwd:
+            env = dict(os.environ, PYTHONPATH=str(PACKAGE.parent))
+            proc = subprocess.run(
+                [sys.executable, "-c", _RUN_BLOCKS], input=json.dumps(blocks),
+                cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False,
+            )
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        failed = json.loads(proc.stdout.strip().splitlines()[-1])
+        self.assertEqual(failed, {}, "\n".join(f"{k}: {v}" for k, v in failed.items()))
 
 
 if __name__ == "__main__":
