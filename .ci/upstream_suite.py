@@ -51,7 +51,10 @@ MODES = {"plain": [], "UserWarning=error": ["-W", "error::UserWarning"]}
 
 
 def _run(cmd, **kwargs):
-    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kwargs)
+    proc = subprocess.run(cmd, check=False, text=True, capture_output=True, **kwargs)
+    if proc.returncode:
+        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
 
 
 def _site(python: str) -> Path:

@@ -237,6 +237,38 @@ class TestTorchSrc(TestCase):
             self.assertEqual(series[names.index("blocks")].test_file, _upstream.UPSTREAM_TEST)
             self.assertIn("docs/source/nn.md", series[[p.patch.name for p in series].index("public-maps")].diff)
 
+    def test_tree_without_a_test_class(self):
+        # An older tree's test file may lack a class of ours, such as
+        # TestNNParametrizationDevice: those tests go to a new file, the others
+        # into the upstream file.
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            for path in (_stack.PARAMETRIZATIONS, _stack.RNN, _stack.INIT):
+                (root / path).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(_stack.installed_root() / path, root / path)
+            test = root / _upstream.UPSTREAM_TEST
+            test.parent.mkdir(parents=True)
+            test.write_text(
+                "import torch\n\n\nclass TestNNParametrization(NNTestCase):\n"
+                "    def test_a(self):\n        pass\n\n\n"
+                'if __name__ == "__main__":\n    run_tests()\n'
+            )
+            files = _upstream.patched_files(root)
+            upstream = ast.parse(files[_upstream.UPSTREAM_TEST][1])
+            new = ast.parse(files[_upstream.NEW_TEST][1])
+
+            def classes(tree):
+                return {
+                    n.name: {m.name for m in n.body if isinstance(m, ast.FunctionDef)}
+                    for n in tree.body
+                    if isinstance(n, ast.ClassDef)
+                }
+
+            self.assertEqual(set(classes(upstream)), {"TestNNParametrization"})
+            self.assertIn("test_orthogonal_rank_deficient", classes(upstream)["TestNNParametrization"])
+            self.assertEqual(set(classes(new)), {"TestNNParametrizationOrthogonalDevice"})
+            self.assertIn("test_orthogonal_blocks", classes(new)["TestNNParametrizationOrthogonalDevice"])
+
     def test_docs_hunk_for_nn_rst(self):
         # Older trees keep the nn page as reStructuredText; the public maps join
         # its autosummary the same way. A tree with neither page gets no hunk.

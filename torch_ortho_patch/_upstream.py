@@ -24,6 +24,7 @@ the tests out.
 import ast
 import difflib
 import email.utils
+import functools
 import os
 import re
 import shutil
@@ -257,6 +258,36 @@ def _add_to_upstream_test(text: str, path: str, methods: list[_Method]) -> str:
         inserts.append((node.end_lineno, block))
     for at, block in sorted(inserts, reverse=True):
         lines[at:at] = block
+    return _add_missing_imports("".join(lines), methods)
+
+
+def _add_missing_imports(text: str, methods: list[_Method]) -> str:
+    # Upstream's current test files import every name our methods use, and then
+    # this changes nothing. An older tree's may not (test_parametrization.py of
+    # 2.4 has no ``swap``): the imports of the missing names, as our test files
+    # write them, go after the file's last top-level import.
+    tree = ast.parse(text)
+    bound = set()
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.Assign):
+            bound |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    used = set()
+    for m in methods:
+        used |= {n.id for n in ast.walk(ast.parse(m.source)) if isinstance(n, ast.Name)}
+    missing = sorted(used - bound)
+    if not missing or not methods:
+        return text
+    added = _used_imports(_test_header(methods[0].origin), "\n".join(missing))
+    if not added:
+        return text
+    imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    lines = text.splitlines(keepends=True)
+    at = imports[-1].end_lineno if imports else 0
+    lines[at:at] = [line + "\n" for line in added.splitlines() if line.strip()]
     return "".join(lines)
 
 
@@ -323,11 +354,23 @@ def _stages(torch_src, tests: Path | None) -> list[tuple[Patch, dict[str, str | 
 
 
 def _test_path(torch_src, cls: str) -> str:
-    # Where the tests of one class of upstream_tests.py land.
+    # Where the tests of one class of upstream_tests.py land: the upstream file
+    # when the tree has it and it defines the class (an older tree may lack a
+    # class, such as TestNNParametrizationDevice), else a new file.
     home = _HOMES[cls]
-    if torch_src is not None and (Path(torch_src) / home.file).is_file():
-        return home.file
+    if torch_src is not None:
+        path = Path(torch_src) / home.file
+        if path.is_file() and home.cls in _classes_of(str(path), path.stat().st_mtime_ns):
+            return home.file
     return home.new_file
+
+
+@functools.lru_cache(maxsize=8)
+def _classes_of(path: str, mtime_ns: int) -> frozenset[str]:
+    # The top-level classes of a test file (mtime_ns keys the cache).
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    return frozenset(n.name for n in tree.body if isinstance(n, ast.ClassDef))
 
 
 def _default_tests() -> Path | None:
