@@ -7,16 +7,24 @@
 # MathJax in the reader's browser, from a copy that sphinx-mathjax-offline puts
 # into _static/mathjax of the build (sphinx.ext.imgmath would render at build
 # time but needs latex and dvipng, which the CI machine does not have).
-# Intersphinx is off on purpose, so references to torch objects stay plain text.
+# References to torch and Python objects link to their online documentation
+# through intersphinx, which reads the small inventories committed in
+# _inventories/ instead of downloading any.
 #
 # The result tables of benchmarks.rst and experiments.rst are written at build
 # time from the JSON files in _static/ (see _write_tables below), so that a new
 # run needs no hand-edited table. The figures are PNG files made by the scripts
 # in benchmarks/ and committed; the build trains and times nothing.
 
+import ast
+import builtins
+import doctest
 import importlib.util
+import inspect
 import json
+import re
 import sys
+import textwrap
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
@@ -25,6 +33,8 @@ ROOT = DOCS.parent
 sys.path.insert(0, str(ROOT))
 
 import torch_ortho_patch  # noqa: E402
+from sphinx.util import logging as sphinx_logging  # noqa: E402
+from sphinx.writers.html5 import HTML5Translator  # noqa: E402
 
 
 project = "torch_ortho_patch"
@@ -39,6 +49,9 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
     "sphinx.ext.doctest",
+    "sphinx.ext.intersphinx",
+    # [source] links on the API pages; see Note [The source of the amended definitions].
+    "sphinx.ext.viewcode",
     # Copies MathJax into the build and points mathjax_path at the copy.
     "sphinx-mathjax-offline",
     "sphinx_copybutton",
@@ -51,18 +64,41 @@ root_doc = "index"
 exclude_patterns = ["_build", "_generated", "Thumbs.db", ".DS_Store"]
 templates_path = ["_templates"]
 
+# Every cross-reference must resolve: with -W, one that does not fails the
+# build. Something that has no page anywhere is written as a literal
+# (``name``), not as a role, so there is nothing to ignore here.
+nitpicky = True
+
 # -- autodoc / autosummary --------------------------------------------------
 # The stubs of api.rst are generated at build time into docs/generated/.
 autosummary_generate = True
 autosummary_imported_members = False
 autodoc_typehints = "none"  # the signatures in the docstrings say it, as in core
 autodoc_member_order = "bysource"
-add_module_names = False
+# Signatures and page titles give the full name, as PyTorch's API pages do.
+add_module_names = True
 
 # -- napoleon (Google-style sections, as PyTorch core writes them) -----------
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
+# Turns "name (str, optional)" into a link for ``str`` and an emphasised
+# *optional*; otherwise "optional" would be a reference to a class.
+napoleon_preprocess_types = True
+# The short names that PyTorch's docstrings use for types.
+napoleon_type_aliases = {
+    "Tensor": ":class:`~torch.Tensor`",
+    "nn.Module": ":class:`~torch.nn.Module`",
+}
+
+# -- intersphinx -------------------------------------------------------------------
+# (online URL, local inventory): the inventory is read from the file, so nothing
+# is fetched; links point at the URL. See _inventories/make_inventories.py.
+_INVENTORIES = DOCS / "_inventories"
+intersphinx_mapping = {
+    "torch": ("https://docs.pytorch.org/docs/stable/", str(_INVENTORIES / "torch.inv")),
+    "python": ("https://docs.python.org/3/", str(_INVENTORIES / "python.inv")),
+}
 
 # -- doctest builder -----------------------------------------------------------
 # Every ``testcode`` block of the guides runs under `sphinx -b doctest`.
@@ -77,6 +113,17 @@ doctest_global_cleanup = """
 torch_ortho_patch.uninstall()
 """
 doctest_test_doctest_blocks = "default"
+
+# -- MathJax -------------------------------------------------------------------------
+# PyTorch's docstring of orthogonal uses \mathrlap, which comes from the mathtools
+# package; tex-chtml.js does not include it (nor autoloads it), so MathJax would
+# show the macro's name in red. Load it from the local copy
+# (_static/mathjax/input/tex/extensions/mathtools.js): [tex] is resolved
+# relative to tex-chtml.js, so the page still needs no network.
+mathjax3_config = {
+    "loader": {"load": ["[tex]/mathtools"]},
+    "tex": {"packages": {"[+]": ["mathtools"]}},
+}
 
 # -- copybutton ------------------------------------------------------------------
 # Copy commands without their prompt, and only the lines that have one.
@@ -135,24 +182,222 @@ _numbers.write_includes(DOCS / "_generated")
 rst_prolog = _numbers.rst_prolog()
 
 
-# -- torch.nn.init's examples -------------------------------------------------------
-# The examples of torch.nn.init's docstrings are written for xdoctest, as all of
-# PyTorch's are: a call whose value is not shown has no expected output. Sphinx's
-# doctest would compare that value with nothing and fail, so on the pages of
-# torch_ortho_patch.init the "Examples:" section is shown as a code block instead
-# of being run here; test/test_doctests.py runs it with xdoctest. This runs
-# before napoleon (priority 400 < 500), which then leaves the section alone.
-def _init_examples_as_code(app, what, name, obj, options, lines):
-    if not name.startswith("torch_ortho_patch.init."):
+# -- the API pages' docstrings ---------------------------------------------------------
+# Note [The source of the amended definitions]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# sphinx.ext.viewcode reads a module's source through its __loader__. The
+# definitions of torch_ortho_patch.parametrizations and torch_ortho_patch.init
+# are compiled from the installed torch's file amended by the patch stack, and
+# the loaders of those modules serve that amended text (see Note [Serving the
+# amended source] in torch_ortho_patch/_stack.py). So the [source] link of
+# orthogonal, of the maps and of init.orthogonal_ shows that file, as it is for
+# the torch that built the docs: the code that runs, not the few lines of
+# torch_ortho_patch/parametrizations.py.
+_log = sphinx_logging.getLogger(__name__)
+
+
+def _ours(name):
+    return name.startswith("torch_ortho_patch.")
+
+
+# Note [Arguments are literals]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# PyTorch's docstrings, and the ones written here in their style, name an
+# argument as :attr:`X`. No object X is documented, so the reference resolves
+# to nothing; PyTorch's docs are not nitpicky and show it as unlinked code.
+# Ours are, so on our pages a reference to an argument of the documented
+# function is rewritten as the literal ``X``, which is what it looks like
+# there. The docstrings themselves keep PyTorch's form.
+def _arguments_as_literals(app, what, name, obj, options, lines):
+    if not _ours(name) or not callable(obj):
         return
-    out = []
-    for line in lines:
-        if line.strip() == "Examples:":
-            out += [".. rubric:: Examples", "", ".. code-block:: pycon", ""]
+    try:
+        parameters = inspect.signature(obj).parameters
+    except (TypeError, ValueError):
+        return
+    if not parameters:
+        return
+    names = "|".join(map(re.escape, parameters))
+    pattern = re.compile(rf":attr:`({names})`")
+    lines[:] = [pattern.sub(r"``\1``", line) for line in lines]
+
+
+# Note [API examples run on their own]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# The examples of the API docstrings are PyTorch's (orthogonal's, nn.init's)
+# or written the way PyTorch writes them: for xdoctest, which runs them with
+# torch and nn already imported, in the module that defines the function.
+# Copied alone from a page, they raise NameError. So on the pages (not in the
+# docstrings, which go upstream as they are) each example starts with the
+# lines it needs: ``import torch``, ``from torch import nn``, an import of each
+# name of this package it uses without defining it, and, for the examples of
+# torch_ortho_patch.init, which call nn.init.orthogonal_ with ``blocks``,
+# ``torch_ortho_patch.install()``. A free name that none of these binds is a
+# warning, so -W fails the build.
+#
+# The example is then a ``doctest`` block, and `sphinx -b doctest` runs it
+# as the page shows it. xdoctest compares output differently from the
+# standard library's doctest: it checks nothing where the example shows no
+# output (``nn.init.orthogonal_(w)`` returns the tensor), it applies a
+# ``# xdoctest: +IGNORE_WANT`` line to the rest of the example, and it
+# normalises whitespace. So the block gets +NORMALIZE_WHITESPACE, and each of
+# those statements an inline ``# doctest: +IGNORE_WANT``, an option flag
+# registered here and honoured by _OutputChecker. Sphinx leaves inline doctest
+# options off the page. test/test_doctests.py still runs the docstrings
+# themselves with xdoctest.
+_EXAMPLE_HEADER = re.compile(r"^(?P<indent> *)(?P<title>Examples?)::?\s*$")
+_XDOCTEST_DIRECTIVE = re.compile(r"#\s*xdoctest:\s*(?P<options>.*)$")
+_IGNORE_WANT = doctest.register_optionflag("IGNORE_WANT")
+
+
+class _OutputChecker(doctest.OutputChecker):
+    # See Note [API examples run on their own].
+    def check_output(self, want, got, optionflags):
+        if optionflags & _IGNORE_WANT:
+            return True
+        return super().check_output(want, got, optionflags)
+
+
+def _use_output_checker(app):
+    # doctest.DocTestRunner makes its checker with the module's OutputChecker
+    # unless given one, and Sphinx's runners are given none.
+    if app.builder.name == "doctest":
+        doctest.OutputChecker = _OutputChecker
+
+
+def _imports(name, examples):
+    tree = ast.parse("".join(e.source for e in examples))
+    bound, used = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (used if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, ast.alias):
+            bound.add((node.asname or node.name).split(".")[0])
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+    free = used - bound - set(dir(builtins))
+    ours = sorted(free & set(torch_ortho_patch.__all__))
+    lines = []
+    if "torch" in free:
+        lines.append("import torch")
+    if "nn" in free:
+        lines.append("from torch import nn")
+    if "torch_ortho_patch" in free or (
+        name.startswith("torch_ortho_patch.init.") and "torch_ortho_patch" not in bound
+    ):
+        lines.append("import torch_ortho_patch")
+    if ours:
+        lines.append(f"from torch_ortho_patch import {', '.join(ours)}")
+    if name.startswith("torch_ortho_patch.init."):
+        lines.append("torch_ortho_patch.install()")
+    unknown = free - {"torch", "nn", "torch_ortho_patch", *ours}
+    if unknown:
+        _log.warning(
+            "the example of %s uses %s, which no import added to it binds "
+            "(see Note [API examples run on their own] in docs/conf.py)",
+            name,
+            ", ".join(sorted(unknown)),
+        )
+    return [f">>> {line}" for line in lines]
+
+
+def _as_doctest(name, body):
+    # The xdoctest semantics above, for the standard library's doctest. The
+    # parser drops examples that are only a comment, so the lines that hold
+    # only an xdoctest directive are read here, and each one applies to the
+    # examples below it.
+    examples = doctest.DocTestParser().get_examples("\n".join(body))
+    starts = {example.lineno: example for example in examples}
+    ignore_rest = False
+    unchecked = []
+    for lineno, line in enumerate(body):
+        directive = _XDOCTEST_DIRECTIVE.search(line)
+        if directive and line.lstrip().startswith((">>> #", ">>>#")):
+            for option in directive["options"].replace(",", " ").split():
+                if option in ("+IGNORE_WANT", "-IGNORE_WANT"):
+                    ignore_rest = option == "+IGNORE_WANT"
+                elif option == "+REQUIRES(env:TORCH_DOCTEST_LAPACK)":
+                    # PyTorch's mark for examples that need LAPACK, which the
+                    # torch builds that build the docs have.
+                    pass
+                else:
+                    _log.warning(
+                        "the example of %s has the xdoctest option %s, which "
+                        "docs/conf.py does not translate",
+                        name,
+                        option,
+                    )
+        elif directive:
+            _log.warning(
+                "the example of %s has an xdoctest directive after code, which "
+                "docs/conf.py does not translate",
+                name,
+            )
+        elif lineno in starts and (ignore_rest or not starts[lineno].want):
+            unchecked.append(lineno)
+    body = list(body)
+    for lineno in unchecked:
+        body[lineno] += "  # doctest: +IGNORE_WANT"
+    return _imports(name, examples) + body
+
+
+def _examples_run_alone(app, what, name, obj, options, lines):
+    if not _ours(name):
+        return
+    start = 0
+    while True:
+        for i in range(start, len(lines)):
+            header = _EXAMPLE_HEADER.match(lines[i])
+            if header:
+                break
         else:
-            out.append(line)
-    lines[:] = out
+            return
+        indent = len(header["indent"])
+        end = i + 1
+        while end < len(lines) and (
+            not lines[end].strip() or len(lines[end]) - len(lines[end].lstrip()) > indent
+        ):
+            end += 1
+        body = textwrap.dedent("\n".join(lines[i + 1 : end])).strip("\n").splitlines()
+        pad = " " * indent
+        block = [
+            f"{pad}.. rubric:: {header['title']}",
+            "",
+            f"{pad}.. doctest::",
+            f"{pad}    :options: +NORMALIZE_WHITESPACE",
+            "",
+            *(f"{pad}    {line}" if line else "" for line in _as_doctest(name, body)),
+            "",
+        ]
+        lines[i:end] = block
+        start = i + len(block)
+
+
+# Note [Breaking full names at their dots]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# The API pages are titled with full names (torch_ortho_patch.householder_map),
+# which are wider than the sidebar, and sometimes than the title. Furo lets a
+# word that does not fit break anywhere ("householder_m" / "ap"). So where a
+# piece of text is exactly such a name (a page title, its entry in the
+# sidebar, the Next and Previous links), the HTML gets a <wbr> after each dot,
+# and a line that must break does so there. A <wbr> is no character: the name
+# reads and copies the same, and the page's <title> drops the tag.
+_FULL_NAME = re.compile(r"torch_ortho_patch(?:\.\w+)+")
+
+
+class _Translator(HTML5Translator):
+    def visit_Text(self, node):
+        text = node.astext()
+        if self.protect_literal_text or not _FULL_NAME.fullmatch(text):
+            return super().visit_Text(node)
+        self.body.append(".<wbr>".join(self.encode(part) for part in text.split(".")))
 
 
 def setup(app):
-    app.connect("autodoc-process-docstring", _init_examples_as_code, priority=400)
+    app.set_translator("html", _Translator)
+    # Both run before napoleon (priority 500), which then leaves their output alone.
+    app.connect("autodoc-process-docstring", _arguments_as_literals, priority=400)
+    app.connect("autodoc-process-docstring", _examples_run_alone, priority=400)
+    app.connect("builder-inited", _use_output_checker)

@@ -424,7 +424,7 @@ def uninstall() -> None:
     modules of :mod:`torch_ortho_patch`. An RNN parametrized while installed
     keeps the amended methods on its own class, so it still reads each weight
     once per forward and can be deep-copied (see Note [Parametrized RNN classes
-    keep the amended methods] in :mod:`torch_ortho_patch._rnn`). Forwards that
+    keep the amended methods] in ``torch_ortho_patch._rnn``). Forwards that
     other threads run meanwhile are safe.
     """
     global _active
