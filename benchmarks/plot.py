@@ -26,6 +26,17 @@ _RNN_LABELS = {
 }
 _TICKS = (0.05, 0.1, 0.2, 0.33, 0.5, 1, 2, 3, 5, 10, 20, 50, 100)
 
+# Note [Figure size]
+# The docs show a figure at the width of their text column, about 7.5 inches on
+# a desktop screen (Furo's 46em). Drawn at that width, a 9-point label is 9
+# points on the page; drawn at twice the width and scaled down, as before, it
+# was about 5 pixels. So the figure is 7.5 inches wide, no text is smaller than
+# 9 points, and it is saved at 192 dpi for sharp text on dense screens.
+# test/test_docs_figures.py checks all three on the committed PNGs' sources.
+FIGURE_WIDTH = 7.5
+FONT_SIZE = 9
+DPI = 192
+
 
 def load_runs(paths):
     runs = []
@@ -59,7 +70,7 @@ def _value(ax, x, ratio):
     ax.annotate(
         f"{ratio:.2f}", (x, ratio), xytext=(0, 2 if up else -2),
         textcoords="offset points", ha="center", va="bottom" if up else "top",
-        fontsize=6, rotation=90,
+        fontsize=FONT_SIZE, rotation=90,
     )
     ax._ratios = [*getattr(ax, "_ratios", []), ratio]
 
@@ -83,13 +94,24 @@ def _targets(runs):
 
 
 def plot(runs, output):
+    r"""Write the figure of ``runs`` to ``output`` (a PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    with plt.rc_context({"font.size": FONT_SIZE}):
+        fig = figure(runs)
+        fig.savefig(output, dpi=DPI)
+    plt.close(fig)
+
+
+def figure(runs):
+    r"""Return the figure of ``runs``: the maps on top, the RNN step below."""
+    import matplotlib.pyplot as plt
+
     fig, (ax_maps, ax_rnn) = plt.subplots(
-        1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [2, 1.1]}
+        2, 1, figsize=(FIGURE_WIDTH, 9.5), gridspec_kw={"height_ratios": [1.15, 1]}
     )
     width = 0.8 / len(runs)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -119,7 +141,7 @@ def plot(runs, output):
                 ax_maps.annotate(
                     "torch raised", (x, 1.0), xytext=(0, -3),
                     textcoords="offset points", ha="center", va="top",
-                    fontsize=6, rotation=90, color=colors[i % len(colors)],
+                    fontsize=FONT_SIZE, rotation=90, color=colors[i % len(colors)],
                 )
                 continue
             wrong = row["map"] != "stacked" and "upstream" in row["wrong"]
@@ -156,27 +178,27 @@ def plot(runs, output):
             seen["R1 targets (matrix_exp)"] = ax_maps.hlines(
                 target, j - 0.45, j + 0.45, color="red", lw=1.5
             )
-    ax_maps.legend(seen.values(), seen.keys(), fontsize=8, loc="lower center")
+    ax_maps.legend(seen.values(), seen.keys(), fontsize=FONT_SIZE, loc="lower center")
     _log_axis(ax_maps)
     ax_maps.set_xticks(range(len(keys)))
-    ax_maps.set_xticklabels([f"n={n}" for _, n in keys], fontsize=8)
+    ax_maps.set_xticklabels([str(n) for _, n in keys], fontsize=FONT_SIZE)
     # One label per map, under the sizes.
     for m in dict.fromkeys(m for m, _ in keys):
         js = [j for j, key in enumerate(keys) if key[0] == m]
         ax_maps.annotate(
             "stacked*" if m == "stacked" else m,
             ((min(js) + max(js)) / 2, 0), xycoords=("data", "axes fraction"),
-            xytext=(0, -24), textcoords="offset points", ha="center", va="top",
-            fontsize=9,
+            xytext=(0, -16), textcoords="offset points", ha="center", va="top",
+            fontsize=FONT_SIZE,
         )
         if min(js) > 0:
             ax_maps.axvline(min(js) - 0.5, color="lightgray", lw=0.8)
-    ax_maps.set_ylabel("time ours / time torch (lower is better)")
+    ax_maps.set_ylabel("time ours / time torch")
     ax_maps.set_title(
-        "Maps, forward + backward, 3 blocks of (n, n)\n"
-        "ours on (3n, n) vs torch's orthogonal on (3, n, n); "
-        "stacked*: vs torch on (3n, n), householder",
-        fontsize=9,
+        "The map alone, forward + backward, 3 blocks of (n, n)\n"
+        "ours on (3n, n) over torch's orthogonal on (3, n, n); below 1, ours is faster\n"
+        "stacked*: over torch on the stacked (3n, n), householder",
+        fontsize=FONT_SIZE,
     )
 
     # Right: RNN training step / unconstrained step.
@@ -208,28 +230,26 @@ def plot(runs, output):
                 target, j - 0.45, j + 0.45, color="red", lw=1.5
             )
     # Each panel has its own legend, so that either can be read alone.
-    ax_rnn.legend(rnn_legend.values(), rnn_legend.keys(), fontsize=8, loc="upper left")
+    ax_rnn.legend(rnn_legend.values(), rnn_legend.keys(), fontsize=FONT_SIZE, loc="upper left")
     _log_axis(ax_rnn)
     ax_rnn.set_xticks(range(len(groups)))
     ax_rnn.set_xticklabels(
-        [f"{_RNN_LABELS[v]}\n{k}({h})" for k, h, v in groups], fontsize=8
+        [f"{_RNN_LABELS[v]}\n{k}({h})" for k, h, v in groups], fontsize=FONT_SIZE
     )
-    ax_rnn.set_ylabel("step time / unconstrained step time")
+    ax_rnn.set_ylabel("step time / unconstrained step")
     ax_rnn.set_title(
-        "RNN training step, block-orthogonal weight_hh_l0\n"
-        "ours: blocks=k, with install() or called directly; "
-        "today: torch, stacked",
-        fontsize=9,
+        "A whole training step, block-orthogonal weight_hh_l0, over the unconstrained step\n"
+        "ours: blocks=k, with install() or called directly; torch today: stacked",
+        fontsize=FONT_SIZE,
     )
 
     h = runs[0]["header"]
     fig.suptitle(
         f"torch {h['torch']}, {h['device']}, float32, {h['date'][:10]}",
-        fontsize=9,
+        fontsize=FONT_SIZE,
     )
     fig.tight_layout()
-    fig.savefig(output, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def _ms(result):

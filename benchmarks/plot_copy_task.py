@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/plot_copy_task.py RESULTS.json [-o copy_task.png] [--rst]
 
-The figure has one panel per cell (GRU, LSTM): the held-out loss against the
+The figure has one panel per cell (GRU, LSTM), one above the other: the held-out loss against the
 training step, the mean over seeds as a line and the range over seeds as a band,
 with the memoryless baseline. ``--rst`` prints the results tables that
 ``docs/experiments.rst`` shows (``docs/conf.py`` writes the same at build time).
@@ -32,6 +32,12 @@ _STYLES = {
     "householder": ("tab:purple", "-"),
 }
 
+# 7.5 inches wide, no text under 9 points, 192 dpi: see Note [Figure size] in
+# benchmarks/plot.py.
+FIGURE_WIDTH = 7.5
+FONT_SIZE = 9
+DPI = 192
+
 
 def load(path):
     with open(path) as f:
@@ -52,17 +58,31 @@ def groups(data):
 
 
 def plot(data, output):
+    r"""Write the figure of ``data`` to ``output`` (a PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with plt.rc_context({"font.size": FONT_SIZE}):
+        fig = figure(data)
+        fig.savefig(output, dpi=DPI)
+    plt.close(fig)
+
+
+def figure(data):
+    r"""Return the figure of ``data``: one panel per cell, one legend for all."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
     by_group = groups(data)
     cells = list(dict.fromkeys(cell for cell, _ in by_group))
-    fig, axes = plt.subplots(1, len(cells), figsize=(6.5 * len(cells), 4.6), squeeze=False)
+    fig, axes = plt.subplots(
+        len(cells), 1, figsize=(FIGURE_WIDTH, 1.25 + 3.25 * len(cells)), squeeze=False,
+        sharex=True,
+    )
     c = data["config"]
-    for ax, cell in zip(axes[0], cells):
+    for ax, cell in zip(axes[:, 0], cells):
         for (g_cell, variant), runs in by_group.items():
             if g_cell != cell:
                 continue
@@ -80,22 +100,28 @@ def plot(data, output):
         ax.yaxis.set_major_locator(LogLocator(base=10, subs=(0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0)))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
         ax.yaxis.set_minor_locator(NullLocator())
-        ax.set_xlabel("training step")
-        ax.set_ylabel("held-out cross-entropy (log scale)")
-        ax.set_title(f"{cell}, hidden {c['hidden']}: loss, mean and range of "
-                     f"{len(c['seeds'])} seeds", fontsize=10)
-        ax.legend(fontsize=8, loc="upper right")
+        ax.set_ylabel("held-out loss (log)")
+        ax.set_title(f"{cell}, hidden {c['hidden']}: mean and range of "
+                     f"{len(c['seeds'])} seeds", fontsize=FONT_SIZE)
         ax.grid(True, which="both", alpha=0.3)
+    axes[-1, 0].set_xlabel("training step")
+    # One legend under the panels: inside a panel it would hide the curves.
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=FONT_SIZE,
+               frameon=False)
     h = data["header"]
     fig.suptitle(
         f"Copying memory task, T = {c['T']} (sequences of {c['length']}), batch "
-        f"{c['batch']}, {c['optimizer']} lr {c['lr']:g}; torch {h['torch']}, "
+        f"{c['batch']}, {c['optimizer']} lr {c['lr']:g}\ntorch {h['torch']}, "
         f"{h['threads']} thread(s), {h['date'][:10]}",
-        fontsize=10,
+        fontsize=FONT_SIZE,
     )
-    fig.tight_layout()
-    fig.savefig(output, dpi=110)
-    plt.close(fig)
+    # Room at the bottom for the legend: its rows of text, about 1.4 lines high
+    # each, and a margin.
+    rows = -(-len(labels) // 2)
+    legend_inches = rows * 1.4 * FONT_SIZE / 72 + 0.15
+    fig.tight_layout(rect=(0, legend_inches / fig.get_figheight(), 1, 1))
+    return fig
 
 
 def _spread(values, fmt):

@@ -101,6 +101,7 @@ def check_table_rst() -> str:
         f"   Python {h['python']}, {h['threads']} threads ({h['date']})",
         "   :header-rows: 1",
         "   :widths: 60 20 20",
+        "   :class: values",
         "",
         "   * - Case",
         "     - torch",

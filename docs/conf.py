@@ -131,6 +131,8 @@ copybutton_prompt_text = r">>> |\.\.\. |\$ "
 copybutton_prompt_is_regexp = True
 copybutton_only_copy_prompt_lines = True
 copybutton_line_continuation_character = "\\"
+# No copy button on output blocks: see Note [Output blocks] in _static/custom.css.
+copybutton_selector = "div:not(.highlight-none) > div.highlight > pre"
 
 # -- myst ------------------------------------------------------------------------
 myst_heading_anchors = 3

@@ -376,7 +376,48 @@ class TestDocsHtml(TestCase):
                 found.append(f"{name}: has maths, and MathJax rendered none of it")
         self._report("maths that MathJax did not render", found)
 
+    @unittest.skipUnless(
+        CHROMIUM.exists(),
+        f"{CHROMIUM} is absent: the copy buttons are not checked (a script adds them)",
+    )
+    def test_copy_buttons_on_input_only(self):
+        # sphinx-copybutton adds its button in the browser, inside the block's
+        # div.highlight. An output block ("none" lexer) must have none and every
+        # other code block one: Note [Output blocks] in docs/_static/custom.css.
+        block = re.compile(r'<div class="([^"]*\bhighlight-(\w+)\b[^"]*)">')
+        found, outputs, inputs = [], 0, 0
+        for name in sorted(self.pages):
+            dom = self._dump_dom(self.root / name)
+            starts = list(block.finditer(dom))
+            for start, end in zip(starts, [*starts[1:], None]):
+                segment = dom[start.end() : end.start() if end else len(dom)]
+                segment = segment[: segment.find("</pre>") + 200]
+                has_button = "copybtn" in segment
+                lexer = start.group(2)
+                if lexer == "none":
+                    outputs += 1
+                    if has_button:
+                        found.append(f"{name}: an output block has a copy button")
+                else:
+                    inputs += 1
+                    if not has_button:
+                        found.append(f"{name}: a {lexer} block has no copy button")
+        self._report("copy buttons in the wrong place", found)
+        # Both kinds were there to check.
+        self.assertGreater(outputs, 5)
+        self.assertGreater(inputs, 20)
+
     def _dump_dom(self, path):
+        # Each page is loaded once per class: the Chromium checks share it.
+        doms = self.__class__.__dict__.get("_doms")
+        if doms is None:
+            doms = {}
+            type(self)._doms = doms
+        if path not in doms:
+            doms[path] = self._load_in_chromium(path)
+        return doms[path]
+
+    def _load_in_chromium(self, path):
         with tempfile.TemporaryDirectory(prefix="chromium_") as profile:
             result = subprocess.run(
                 [
