@@ -2,7 +2,7 @@ r"""Time ``skew_matrix_exp`` against :func:`torch.matrix_exp` on skew inputs.
 
 Run with::
 
-    python benchmarks/bench_skew_expm.py [--sizes 64 128 256 512] [--threads 1]
+    python benchmarks/bench_skew_expm.py [--sizes 64 128 256 512] [--threads 1] [--json OUT]
 
 For A skew of shape (3, n, n) it times forward + backward of
 ``torch.matrix_exp`` and of ``skew_matrix_exp`` (whose forward is
@@ -11,11 +11,15 @@ and the parts of the latter's backward: the double precision eigh of A^T A, and
 the whole eigh backward (eigh, divided differences, seven products). The
 candidates are interleaved for ``--rounds`` rounds in one process; each ratio
 is reported as the median over the rounds with its range, each time as the
-median over the rounds.
+median over the rounds. ``--json`` also writes them to a file; the
+benchmarks page quotes ``docs/_static/bench_skew_expm.json``.
 """
 
 import argparse
+import datetime
+import json
 import os
+import platform
 import statistics
 import sys
 
@@ -25,6 +29,7 @@ from torch.utils.benchmark import Timer
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import torch_ortho_patch._skew_expm as P  # noqa: E402
+from torch_ortho_patch._bench import _cpu_model  # noqa: E402
 
 
 def _fwd_bwd(f, A, G):
@@ -47,6 +52,7 @@ def main():
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -58,6 +64,7 @@ def main():
         f"{args.rounds} rounds"
     )
     print(f"{'n':>5} {'':<34} {'ms':>9} {'/ matrix_exp fwd+bwd':>22}")
+    rows = []
     for n in args.sizes:
         X = torch.randn(3, n, n, dtype=dtype) / n**0.5
         A = (X - X.mT).requires_grad_()
@@ -79,10 +86,34 @@ def main():
         base = times["torch.matrix_exp fwd+bwd"]
         for name, t in times.items():
             ratios = [x / b for x, b in zip(t, base)]
+            rows.append(
+                {
+                    "n": n,
+                    "name": name.strip(),
+                    "median_s": statistics.median(t),
+                    "ratio": statistics.median(ratios),
+                    "ratio_min": min(ratios),
+                    "ratio_max": max(ratios),
+                }
+            )
             print(
                 f"{n:>5} {name:<34} {statistics.median(t) * 1e3:>9.2f} "
                 f"{statistics.median(ratios):>10.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
             )
+    if args.json:
+        header = {
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "threads": torch.get_num_threads(),
+            "cpu": _cpu_model(),
+            "dtype": args.dtype,
+            "rounds": args.rounds,
+            "min_run_time": args.min_run_time,
+        }
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"header": header, "rows": rows}, f, indent=1)
+            f.write("\n")
 
 
 if __name__ == "__main__":

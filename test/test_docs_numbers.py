@@ -54,6 +54,29 @@ class TestDocsNumbers(TestCase):
         self.assertEqual(c["fixes"], c["upstream_fixes"] + c["runtime_fixes"])
         self.assertGreater(c["upstream_fixes"], 0)
 
+    def test_rfc_skew_expm_figures(self):
+        # RFC.md is not built; its figures of the exponential alone are the
+        # JSON's that the benchmarks page's Findings are made from.
+        rfc = (ROOT / "RFC.md").read_text(encoding="utf-8")
+        para = rfc[rfc.index("What sets the floor") : rfc.index("The parametrization around")]
+        quoted = re.findall(r"\*\*(\d\.\d\d)\*\* \((\d\.\d\d)-(\d\.\d\d)\)", para)
+        rows = N._load("bench_skew_expm.json")["rows"]
+        expected = [
+            (f"{r['ratio']:.2f}", f"{r['ratio_min']:.2f}", f"{r['ratio_max']:.2f}")
+            for r in rows
+            if r["name"] == "skew_matrix_exp fwd+bwd"
+        ]
+        self.assertEqual(quoted, expected)
+        self.assertIn(N._load("bench_skew_expm.json")["header"]["date"].split()[1], para)
+
+    def test_bench_findings_are_made_from_the_json(self):
+        # The Findings table is generated; its claims hold for the JSON.
+        text = N.bench_findings_rst()
+        run = N._bench_run(1)
+        mx = {m["n"]: m for m in run["maps"] if m["map"] == "matrix_exp" and m["mode"] == "fwd+bwd"}
+        self.assertIn(f"{mx[64]['ratio_ours_upstream']:.2f}x (n = 64)", text)
+        self.assertNotIn("nan", text)
+
     def test_check_json_is_what_check_measures(self):
         # The committed report, to the figures the pages show, is today's.
         # The batched cayley row depends on the thread count, so it is left out.
