@@ -61,7 +61,7 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext"}
 root_doc = "index"
-exclude_patterns = ["_build", "_generated", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "_generated", "screenshots", "Thumbs.db", ".DS_Store"]
 templates_path = ["_templates"]
 
 # Every cross-reference must resolve: with -W, one that does not fails the
