@@ -23,6 +23,10 @@ What it does:
    files with it first on the path: once as is and once with
    ``-W error::UserWarning``.
 
+4. After each patch, runs the tests that the patch added once more with the
+   torch files as they were before it (plain mode only), to count how many of
+   them fail on the previous commit, as a pull request's new tests should.
+
 It exits with 1 when a test fails after some patch that does not fail on the
 unpatched files too (a test file newer than the torch release can fail on it
 for reasons of its own: those are listed apart, as failing before the series).
@@ -98,14 +102,27 @@ def _sync(tree: Path, site: Path) -> None:
         shutil.copyfile(path, dest)
 
 
-def _pytest(python: str, site: Path, tree: Path, files: list[str], extra: list[str], xml: Path):
+def _pytest(
+    python: str,
+    site: Path,
+    tree: Path,
+    files: list[str],
+    extra: list[str],
+    xml: Path,
+    collection_errors_ok: bool = False,
+):
     env = dict(os.environ, PYTHONPATH=str(site), PYTHONDONTWRITEBYTECODE="1")
     env.pop("PYTEST_ADDOPTS", None)
     cmd = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}", *extra]
+    if xml.exists():
+        xml.unlink()
     proc = subprocess.run(
         [*cmd, *files], cwd=tree, env=env, text=True, capture_output=True, check=False
     )
-    if proc.returncode not in (0, 1) or not xml.is_file():
+    # Exit status 2 is a collection error: with the torch files of the
+    # previous commit a test file may not import at all.
+    allowed = (0, 1, 2) if collection_errors_ok else (0, 1)
+    if proc.returncode not in allowed or not xml.is_file():
         sys.exit(f"pytest could not run ({proc.returncode}):\n{proc.stdout[-4000:]}{proc.stderr[-4000:]}")
     counts = {"passed": 0, "failed": 0, "skipped": 0}
     failed, skipped = [], {}
@@ -120,6 +137,43 @@ def _pytest(python: str, site: Path, tree: Path, files: list[str], extra: list[s
         else:
             counts["passed"] += 1
     return counts, failed, skipped
+
+
+def _names(xml: Path) -> set[str]:
+    return {
+        f"{case.get('classname', '').rsplit('.', 1)[-1]}.{case.get('name')}"
+        for case in ET.parse(xml).getroot().iter("testcase")
+    }
+
+
+def _snapshot(tree: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(tree)): path.read_bytes() for path in (tree / "torch").rglob("*.py")
+    }
+
+
+def _failing_before(python, site, tree, files, before, added, xml) -> list[str]:
+    # Which of the tests a patch added fail with the torch files of the
+    # commit before it: the tree's test files as they are now, its torch
+    # files as they were.
+    if not added:
+        return []
+    with tempfile.TemporaryDirectory() as old:
+        old_tree = Path(old)
+        for rel, data in before.items():
+            (old_tree / rel).parent.mkdir(parents=True, exist_ok=True)
+            (old_tree / rel).write_bytes(data)
+        for rel in (tree / "torch").rglob("*.py"):
+            if str(rel.relative_to(tree)) not in before:
+                # A file that the patch adds is absent before it.
+                dest = site / rel.relative_to(tree)
+                if dest.exists() or dest.is_symlink():
+                    dest.unlink()
+        _sync(old_tree, site)
+    _, failed, _ = _pytest(python, site, tree, files, [], xml, collection_errors_ok=True)
+    ran = _names(xml)
+    # A test that did not run at all (its file did not import) fails too.
+    return sorted(name for name in added if name in failed or name not in ran)
 
 
 def main() -> int:
@@ -161,6 +215,7 @@ def main() -> int:
 
         rows = []
         for step in range(len(patches) + 1):
+            before = _snapshot(tree)
             if step:
                 _run(["git", "apply", str(patches[step - 1])], cwd=tree)
             _sync(tree, site)
@@ -174,6 +229,14 @@ def main() -> int:
                     args.python, site, tree, files, extra, tmp / "r.xml"
                 )
                 row[mode] = {**counts, "failures": failed, "skips": skipped}
+                if mode == "plain":
+                    row["_names"] = names = _names(tmp / "r.xml")
+            if step:
+                row["new_tests"] = added = sorted(names - rows[-1]["_names"])
+                row["new_tests_failing_before"] = _failing_before(
+                    args.python, site, tree, files, before, added, tmp / "b.xml"
+                )
+                _sync(tree, site)
             rows.append(row)
             print(
                 f"{step:2d} {name:24s} "
@@ -181,9 +244,17 @@ def main() -> int:
                     f"{m}: {row[m]['passed']} passed, {row[m]['failed']} failed, "
                     f"{row[m]['skipped']} skipped"
                     for m in MODES
+                )
+                + (
+                    f"  new tests: {len(row['new_tests'])}, failing before it: "
+                    f"{len(row['new_tests_failing_before'])}"
+                    if step
+                    else ""
                 ),
                 flush=True,
             )
+        for row in rows:
+            del row["_names"]
 
     status = 0
     for mode in MODES:

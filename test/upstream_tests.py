@@ -107,6 +107,8 @@ class TestNNParametrization(NNTestCase):
             # swap_tensors refuses a tensor that has weak references, and RNNBase
             # keeps weak references to its weights, so parametrizing one fails on
             # the swap path (https://github.com/pytorch/pytorch/issues/186796).
+            # Drop this branch once swap_tensors allows plain weak references
+            # (https://github.com/pytorch/pytorch/pull/190739).
             with self.assertRaisesRegex(RuntimeError, "has weakref associated"):
                 parametrize.register_parametrization(
                     nn.GRU(2, 2), "weight_hh_l0", nn.Identity()
@@ -232,6 +234,8 @@ class TestNNParametrizationDevice(NNTestCase):
             # swap_tensors refuses a tensor that has weak references, and RNNBase
             # keeps weak references to its weights, so parametrizing one fails on
             # the swap path (https://github.com/pytorch/pytorch/issues/186796).
+            # Drop this branch once swap_tensors allows plain weak references
+            # (https://github.com/pytorch/pytorch/pull/190739).
             with self.assertRaisesRegex(RuntimeError, "has weakref associated"):
                 parametrize.register_parametrization(
                     nn.GRU(2, 2), "weight_hh_l0", nn.Identity()
@@ -332,6 +336,8 @@ class TestNNParametrizationDevice(NNTestCase):
             # swap_tensors refuses a tensor that has weak references, and RNNBase
             # keeps weak references to its weights, so parametrizing one fails on
             # the swap path (https://github.com/pytorch/pytorch/issues/186796).
+            # Drop this branch once swap_tensors allows plain weak references
+            # (https://github.com/pytorch/pytorch/pull/190739).
             with self.assertRaisesRegex(RuntimeError, "has weakref associated"):
                 parametrize.register_parametrization(
                     nn.GRU(2, 2), "weight_hh_l0", nn.Identity()
