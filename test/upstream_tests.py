@@ -214,16 +214,18 @@ class TestNNParametrization(NNTestCase):
             L = L.detach().requires_grad_()
             return torch.autograd.grad(f(L), L, G)[0]
 
-        for norm in (1.0, 100.0, 1000.0):
-            L = torch.randn(3, 16, 16, dtype=torch.double).tril()
-            L = norm * L / torch.linalg.matrix_norm(L - L.mT, ord=2, keepdim=True)
-            G = torch.randn(3, 16, 16, dtype=torch.double)
-            expected = grad(reference_map, L, G)
-            ours = grad(P.matrix_exp_map, L.float(), G.float())
-            theirs = grad(reference_map, L.float(), G.float())
-            self.assertLessEqual(
-                (ours - expected).norm().item(), (theirs - expected).norm().item()
-            )
+        pairs = ((torch.float, torch.double), (torch.cfloat, torch.cdouble))
+        for dtype, double in pairs:
+            for norm in (1.0, 100.0, 1000.0):
+                L = torch.randn(3, 16, 16, dtype=double).tril()
+                L = norm * L / torch.linalg.matrix_norm(L - L.mH, ord=2, keepdim=True)
+                G = torch.randn(3, 16, 16, dtype=double)
+                expected = grad(reference_map, L, G)
+                ours = grad(P.matrix_exp_map, L.to(dtype), G.to(dtype))
+                theirs = grad(reference_map, L.to(dtype), G.to(dtype))
+                self.assertLessEqual(
+                    (ours - expected).norm().item(), (theirs - expected).norm().item()
+                )
 
 
 class TestNNParametrizationDevice(NNTestCase):
