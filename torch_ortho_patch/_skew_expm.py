@@ -46,11 +46,11 @@ __all__ = ["skew_matrix_exp"]
 # The eigh backward must never be less accurate than torch.matrix_exp's. It is
 # more accurate where its eigh runs in a wider type than A (float32 in float64,
 # complex64 in complex128). A float64 or complex128 A has no wider type, and
-# there the eigh of -iA in complex128 is only as accurate as torch.matrix_exp's
-# backward, sometimes a little less (1.29 times its error against a 40-digit
-# reference for a random A of norm 1000), so those dtypes keep
-# torch.matrix_exp's backward. _backward_split and _backward_eig still accept
-# them, which is how the tests gradcheck the formulas in double precision.
+# there the eigh of -iA in complex128 is about as accurate as torch.matrix_exp's
+# backward, and against a high-precision reference sometimes a little less, so
+# those dtypes keep torch.matrix_exp's backward. _backward_split and
+# _backward_eig accept them too, so that gradcheck can check their formulas in
+# double precision.
 #
 # Only first derivatives use the eigenbasis. When the backward is itself
 # differentiated (create_graph), it computes torch.matrix_exp's own formula from
