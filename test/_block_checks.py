@@ -95,7 +95,7 @@ def check_rnn(P, cls, orthogonal_map=None, **kwargs):
 
 
 def check_adamw_householder(P):
-    """Weight decay must not zero a non-square householder weight. See Note [Householder sign]."""
+    """Weight decay must not zero a non-square householder weight (the householder-sign patch)."""
     torch.manual_seed(0)
     for use_trivialization in (True, False):
         m = nn.Linear(3, 7)

@@ -19,7 +19,8 @@ import torch_ortho_patch as tp
 
 def _make_input(shape, device, dtype, requires_grad):
     # Diagonal entries kept away from 0: householder reads their sign, and a
-    # finite-difference step across 0 would flip a column. See Note [Householder sign].
+    # finite-difference step across 0 would flip a column. See the householder-sign
+    # patch (torch_ortho_patch/_patches/householder_sign.py).
     X = torch.randn(shape, device=device, dtype=dtype)
     d = X.diagonal(dim1=-2, dim2=-1)
     d.copy_(torch.where(d.real >= 0, 1.0, -1.0).to(dtype) * (d.abs() + 0.5))
@@ -75,8 +76,9 @@ op_db = [
     _map_opinfo(
         "householder_map",
         tp.householder_map,
-        # Real only: see Note [Householder sign]. A helper, not a plain tuple:
-        # older OpInfo accepts only the _dispatch_dtypes that the helpers return.
+        # Real only: the householder map does not support complex tensors. A
+        # helper, not a plain tuple: older OpInfo accepts only the
+        # _dispatch_dtypes that the helpers return.
         floating_types_and(torch.float16, torch.bfloat16),
     ),
     OpInfo(

@@ -146,7 +146,7 @@ class TestOrthogonalBlocks(TestCase):
         for name in ("weight_ih_l0", "weight_hh_l0"):
             P.orthogonal(gru, name, orthogonal_map, blocks=3)
         # AdamW's default weight_decay=1e-2 shrinks the householder diagonal;
-        # see Note [Householder sign].
+        # see torch_ortho_patch/_patches/householder_sign.py.
         opt = getattr(torch.optim, optimizer)(gru.parameters(), lr=1e-2)
         for _ in range(5):
             opt.zero_grad()

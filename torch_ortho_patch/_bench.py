@@ -112,7 +112,7 @@ GOALS = (
 # i.i.d. N(0, 1/n) entries below the diagonal and zeros elsewhere: a skew
 # matrix of norm about 2, a rotation by angles of order one, as after some
 # training. The diagonal stays at exactly -1 because torch's householder map
-# truncates it with int() (see Note [Householder sign]): -0.99 there would
+# truncates it with int() (see _patches/householder_sign.py): -0.99 there would
 # zero a column, and the check of the results would report torch as wrong for
 # a reason that has nothing to do with speed. The householder and cayley maps
 # cost the same for any input.
