@@ -37,10 +37,12 @@ def edit(path, text):
 
 _TEST_PLAN = """\
 The test checks that the value equals torch.matrix_exp's with and without
-grad, gradcheck and gradgradcheck (with forward AD), and that in float32 and
-complex64 the gradient error against a double precision reference is at
-most that of torch.matrix_exp's own gradient up to ||A||_2 = 1000 (over 150
-seeds of the test's inputs the ratio was at most 0.46 and 0.38).
+grad; gradcheck and gradgradcheck (with forward AD) in double precision,
+where the backward stays torch.matrix_exp's; and that in float32 and
+complex64, where the eigh backward runs, the gradient error against a double
+precision reference is at most that of torch.matrix_exp's own gradient up to
+||A||_2 = 1000 (over 150 seeds of the test's inputs the ratio was at most
+0.46 and 0.38).
 
 Accuracy, float32, A of shape (3, n, n), n in {8, 64, 65, 256}, random and
 rank-2, ||A||_2 from 0.1 to 1000: the gradient's relative error against
@@ -100,9 +102,10 @@ Both run in double precision because an eigh is backward stable for the
 matrix it factors: A^T A has norm ||A||^2. float64 and complex128 keep
 torch.matrix_exp's backward: with no wider type for the eigh, it is only
 about as accurate as torch.matrix_exp's, and sometimes less (Note [Dtypes of
-the eigh backward]). The value is torch.matrix_exp's
-bit for bit in every mode (grad on or off, frozen, traced, exported,
-compiled). A backward that is differentiated again (create_graph), forward
+the eigh backward]).
+
+The value is torch.matrix_exp's bit for bit in every mode (grad on or off,
+frozen, traced, exported, compiled). A backward that is differentiated again (create_graph), forward
 AD and torch.jit.trace use torch.matrix_exp's own formulas, so higher
 derivatives are unchanged. Non-finite inputs give NaN as before. The eigh
 backward runs on CPU only; other devices keep torch.matrix_exp's backward
