@@ -39,18 +39,8 @@ __all__ = ["skew_matrix_exp"]
 # Accuracy. An eigh of A^T A is backward stable for a matrix of norm ||A||^2,
 # so it runs in double precision: the gradient of a float32 A is then accurate
 # to about eps ||A|| or better, as torch.matrix_exp's own is. A complex64 A
-# takes the eigh of -iA in complex128.
-#
-# Note [Dtypes of the eigh backward]
-# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
-# The eigh backward must never be less accurate than torch.matrix_exp's. It is
-# more accurate where its eigh runs in a wider type than A (float32 in float64,
-# complex64 in complex128). A float64 or complex128 A has no wider type, and
-# there the eigh of -iA in complex128 is about as accurate as torch.matrix_exp's
-# backward, and against a high-precision reference sometimes a little less, so
-# those dtypes keep torch.matrix_exp's backward. _backward_split and
-# _backward_eig accept them too, so that gradcheck can check their formulas in
-# double precision.
+# takes the eigh of -iA in complex128. float64 and complex128 keep
+# torch.matrix_exp's backward: see Note [Dtypes of the eigh backward].
 #
 # Only first derivatives use the eigenbasis. When the backward is itself
 # differentiated (create_graph), it computes torch.matrix_exp's own formula from
@@ -67,7 +57,16 @@ __all__ = ["skew_matrix_exp"]
 # joins the set once the trade-off has been measured there.
 _EIGH_DEVICES = frozenset({"cpu"})
 
-# See Note [Dtypes of the eigh backward].
+# Note [Dtypes of the eigh backward]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# The eigh backward must never be less accurate than torch.matrix_exp's. It is
+# more accurate where its eigh runs in a wider type than A (float32 in float64,
+# complex64 in complex128). A float64 or complex128 A has no wider type, and
+# there the eigh of -iA in complex128 is about as accurate as torch.matrix_exp's
+# backward, and against a high-precision reference sometimes a little less, so
+# those dtypes keep torch.matrix_exp's backward. _backward_split and
+# _backward_eig accept them too, so that gradcheck can check their formulas in
+# double precision.
 _EIGH_DTYPES = (torch.float32, torch.complex64)
 
 
